@@ -1,0 +1,280 @@
+"""The contract's JSON form, converted to and from Avro values by schema.
+
+JSON form: plain JSON, no union wrapping; dates `"2026-03-31"`, instants
+ISO-8601 UTC `"2026-03-31T09:15:00.000Z"`, decimals as strings `"142.50"`,
+bytes as base64. A missing nullable field is null; an unknown field is an
+error naming the field path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import datetime as dt
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+UTC = dt.UTC
+
+
+class JsonFormError(ValueError):
+    """A JSON value that does not fit the schema; `path` names the field."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path or '<root>'}: {message}")
+        self.path = path
+        self.message = message
+
+
+def _named(schema: Any, names: dict[str, Any], namespace: str | None) -> None:
+    """Collect named types (records, enums, fixed) of a JSON schema into `names`."""
+    if isinstance(schema, list):
+        for branch in schema:
+            _named(branch, names, namespace)
+        return
+    if not isinstance(schema, dict):
+        return
+    kind = schema.get("type")
+    if kind in ("record", "enum", "fixed", "error"):
+        name = schema["name"]
+        ns = schema.get("namespace", namespace)
+        full = name if "." in name or not ns else f"{ns}.{name}"
+        names[full] = schema
+        names.setdefault(full.rsplit(".", 1)[-1], schema)
+        inner_ns = full.rsplit(".", 1)[0] if "." in full else ns
+        for f in schema.get("fields", []):
+            _named(f["type"], names, inner_ns)
+    elif kind == "array":
+        _named(schema["items"], names, namespace)
+    elif kind == "map":
+        _named(schema["values"], names, namespace)
+    elif isinstance(kind, dict | list):
+        _named(kind, names, namespace)
+
+
+class JsonForm:
+    """Converter for one schema (given as parsed JSON, not fastavro's form)."""
+
+    def __init__(self, schema: Any) -> None:
+        self.schema = schema
+        self.names: dict[str, Any] = {}
+        _named(schema, self.names, None)
+
+    def _resolve(self, schema: Any) -> Any:
+        if isinstance(schema, str) and schema in self.names:
+            return self.names[schema]
+        if isinstance(schema, dict) and isinstance(schema.get("type"), dict | list):
+            return schema["type"]
+        return schema
+
+    # -- JSON -> Avro -----------------------------------------------------
+    def from_json(self, value: Any, path: str = "") -> Any:
+        return self._in(self.schema, value, path)
+
+    def _in(self, schema: Any, value: Any, path: str) -> Any:
+        schema = self._resolve(schema)
+        if isinstance(schema, list):
+            if value is None:
+                if "null" in schema:
+                    return None
+                raise JsonFormError(path, "null is not allowed here")
+            branches = [b for b in schema if b != "null"]
+            if len(branches) == 1:
+                return self._in(branches[0], value, path)
+            errors = []
+            for branch in schema:
+                if branch == "null":
+                    continue
+                try:
+                    return self._in(branch, value, path)
+                except JsonFormError as exc:
+                    errors.append(exc.message)
+            raise JsonFormError(path, "; ".join(errors))
+        kind = schema.get("type") if isinstance(schema, dict) else schema
+        logical = schema.get("logicalType") if isinstance(schema, dict) else None
+        if value is None and kind != "null":
+            raise JsonFormError(path, "is required and may not be null")
+        if kind == "null":
+            if value is not None:
+                raise JsonFormError(path, f"expected null, got {value!r}")
+            return None
+        if logical == "decimal":
+            return _decimal(value, int(schema.get("scale", 0)), int(schema["precision"]), path)
+        if logical == "date":
+            if not isinstance(value, str):
+                raise JsonFormError(path, f"expected a date string YYYY-MM-DD, got {value!r}")
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                raise JsonFormError(path, f"{value!r} is not a date (YYYY-MM-DD)") from None
+        if logical in ("timestamp-millis", "timestamp-micros"):
+            return _instant(value, path)
+        if kind == "string":
+            if not isinstance(value, str):
+                raise JsonFormError(path, f"expected a string, got {type(value).__name__}")
+            return value
+        if kind == "boolean":
+            if not isinstance(value, bool):
+                raise JsonFormError(path, f"expected true or false, got {value!r}")
+            return value
+        if kind in ("int", "long"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise JsonFormError(path, f"expected an integer, got {value!r}")
+            return value
+        if kind in ("float", "double"):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise JsonFormError(path, f"expected a number, got {value!r}")
+            return float(value)
+        if kind == "bytes":
+            if not isinstance(value, str):
+                raise JsonFormError(path, "expected base64 text for bytes")
+            try:
+                return base64.b64decode(value, validate=True)
+            except binascii.Error:
+                raise JsonFormError(path, "is not valid base64") from None
+        if kind == "enum":
+            if value not in schema["symbols"]:
+                raise JsonFormError(path, f"{value!r} is not one of {schema['symbols']}")
+            return value
+        if kind == "array":
+            if not isinstance(value, list):
+                raise JsonFormError(path, "expected a list")
+            return [self._in(schema["items"], v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if kind == "map":
+            if not isinstance(value, dict):
+                raise JsonFormError(path, "expected an object")
+            return {k: self._in(schema["values"], v, f"{path}.{k}") for k, v in value.items()}
+        if kind in ("record", "error"):
+            return self._record_in(schema, value, path)
+        raise JsonFormError(path, f"unsupported schema type {kind!r}")
+
+    def _record_in(self, schema: dict[str, Any], value: Any, path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise JsonFormError(path, f"expected an object, got {type(value).__name__}")
+        fields = schema["fields"]
+        known = {f["name"] for f in fields}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            where = f"{path}.{unknown[0]}" if path else unknown[0]
+            raise JsonFormError(where, "unknown field")
+        out: dict[str, Any] = {}
+        for f in fields:
+            name = f["name"]
+            fpath = f"{path}.{name}" if path else name
+            if name in value:
+                out[name] = self._in(f["type"], value[name], fpath)
+            elif "default" in f:
+                out[name] = copy.deepcopy(f["default"])
+            elif _nullable(self._resolve(f["type"])):
+                out[name] = None
+            else:
+                raise JsonFormError(fpath, "missing required field")
+        return out
+
+    # -- Avro -> JSON -----------------------------------------------------
+    def to_json(self, value: Any) -> Any:
+        return self._out(self.schema, value)
+
+    def _out(self, schema: Any, value: Any) -> Any:
+        schema = self._resolve(schema)
+        if value is None:
+            return None
+        if isinstance(schema, list):
+            for branch in schema:
+                if branch != "null" and _fits(self._resolve(branch), value):
+                    return self._out(branch, value)
+            return _plain(value)
+        kind = schema.get("type") if isinstance(schema, dict) else schema
+        if kind in ("record", "error"):
+            return {f["name"]: self._out(f["type"], value.get(f["name"])) for f in schema["fields"]}
+        if kind == "array":
+            return [self._out(schema["items"], v) for v in value]
+        if kind == "map":
+            return {k: self._out(schema["values"], v) for k, v in value.items()}
+        if isinstance(schema, dict) and schema.get("logicalType") == "decimal":
+            return format_decimal(value, int(schema.get("scale", 0)))
+        return _plain(value)
+
+
+def _nullable(schema: Any) -> bool:
+    return schema == "null" or (isinstance(schema, list) and "null" in schema)
+
+
+def _fits(schema: Any, value: Any) -> bool:
+    kind = schema.get("type") if isinstance(schema, dict) else schema
+    logical = schema.get("logicalType") if isinstance(schema, dict) else None
+    if logical == "decimal":
+        return isinstance(value, Decimal)
+    if logical == "date":
+        return isinstance(value, dt.date) and not isinstance(value, dt.datetime)
+    if logical in ("timestamp-millis", "timestamp-micros"):
+        return isinstance(value, dt.datetime)
+    if kind in ("record", "map", "error"):
+        return isinstance(value, dict)
+    if kind == "array":
+        return isinstance(value, list)
+    if kind == "string" or kind == "enum":
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind in ("int", "long"):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "bytes":
+        return isinstance(value, bytes)
+    return True
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return format_instant(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value
+
+
+def format_instant(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def format_decimal(value: Decimal, scale: int) -> str:
+    return str(value.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP))
+
+
+def _decimal(value: Any, scale: int, precision: int, path: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise JsonFormError(path, f'expected a decimal as a string such as "142.50", got {value!r}')
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise JsonFormError(path, f"{value!r} is not a decimal number") from None
+    if not number.is_finite():
+        raise JsonFormError(path, f"{value!r} is not a finite decimal")
+    quantum = Decimal(1).scaleb(-scale)
+    quantized = number.quantize(quantum, rounding=ROUND_HALF_UP)
+    if quantized != number:
+        raise JsonFormError(path, f"{value!r} has more than {scale} decimal places")
+    if len(quantized.as_tuple().digits) > precision:
+        raise JsonFormError(path, f"{value!r} exceeds precision {precision}")
+    return quantized
+
+
+def _instant(value: Any, path: str) -> dt.datetime:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value / 1000, tz=UTC)
+    if not isinstance(value, str):
+        raise JsonFormError(path, f"expected an ISO-8601 instant, got {value!r}")
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise JsonFormError(path, f"{value!r} is not an ISO-8601 instant") from None
+    if parsed.tzinfo is None:
+        raise JsonFormError(path, f"{value!r} has no time zone (use Z for UTC)")
+    return parsed.astimezone(UTC)
