@@ -1,0 +1,232 @@
+"""In and out of Kafka: topic administration, the output producer, changelog replay.
+
+The producer is confluent-kafka (librdkafka), idempotent with `acks=all`:
+`flush()` returns only once every record sent so far is acknowledged, which is
+the first step of the batch commit order documented in `tables.store`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from pssync.avro.codec import Codec, load_schema_text
+from pssync.avro.contract import ALL_TOPICS, COMPACTED_TOPICS
+from pssync.avro.jsonform import JsonForm
+from pssync.settings import Settings
+from pssync.streams.outputs import Emit
+
+log = logging.getLogger(__name__)
+
+CORRELATION_HEADER = "correlation_id"
+
+
+class KafkaUnavailable(RuntimeError):
+    """Kafka did not answer at the configured bootstrap servers."""
+
+
+def stable_partition(key: str, partitions: int) -> int:
+    """The partition of an internal-topic key: CRC32 of its UTF-8 bytes, mod count."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+
+
+def check_kafka(settings: Settings, timeout_s: float = 5.0) -> None:
+    try:
+        admin(settings).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise KafkaUnavailable(
+            f"Kafka at {settings.kafka_bootstrap} did not answer within {timeout_s:.0f}s "
+            f"({exc}); start it with `pssync dev up` or set PSSYNC_KAFKA_BOOTSTRAP"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+
+
+def contract_topic_specs(
+    settings: Settings, partitions: int, overrides: dict[str, int] | None = None
+) -> list[TopicSpec]:
+    overrides = overrides or {}
+    return [
+        TopicSpec(settings.topic(t), overrides.get(t, partitions), t in COMPACTED_TOPICS)
+        for t in ALL_TOPICS
+    ]
+
+
+def ensure_topics(settings: Settings, specs: Iterable[TopicSpec]) -> dict[str, str]:
+    """Create the topics that do not exist yet; returns topic -> 'created'|'exists'."""
+    client = admin(settings)
+    try:
+        existing = client.list_topics(timeout=10).topics
+    except KafkaException as exc:
+        raise KafkaUnavailable(f"Kafka at {settings.kafka_bootstrap}: {exc}") from None
+    wanted = {s.name: s for s in specs}
+    result = {name: "exists" for name in wanted if name in existing}
+    new = [
+        NewTopic(
+            s.name,
+            num_partitions=s.partitions,
+            replication_factor=-1,
+            config={"cleanup.policy": "compact"} if s.compacted else {},
+        )
+        for name, s in wanted.items()
+        if name not in existing
+    ]
+    if new:
+        for name, future in client.create_topics(new, operation_timeout=30).items():
+            try:
+                future.result()
+                result[name] = "created"
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" in str(exc):
+                    result[name] = "exists"
+                else:
+                    raise
+    return result
+
+
+def partition_count(settings: Settings, topic: str) -> int | None:
+    meta = admin(settings).list_topics(topic=topic, timeout=10).topics.get(topic)
+    if meta is None or meta.error is not None:
+        return None
+    return len(meta.partitions)
+
+
+class OutputProducer:
+    """Encodes `Emit`s through the codec and sends them; tracks delivery."""
+
+    def __init__(self, settings: Settings, codec: Codec, **config: Any) -> None:
+        self.settings = settings
+        self.codec = codec
+        self._forms: dict[str, JsonForm] = {}
+        self._producer = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 500_000,
+                **config,
+            }
+        )
+        self.errors: list[str] = []
+        self.sent = 0
+        self.last_offsets: dict[tuple[str, int], int] = {}
+
+    def _form(self, topic: str) -> JsonForm:
+        form = self._forms.get(topic)
+        if form is None:
+            form = JsonForm(json.loads(load_schema_text(topic, "value")))
+            self._forms[topic] = form
+        return form
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.errors.append(f"{msg.topic()}: {err}")
+        else:
+            self.last_offsets[(msg.topic(), msg.partition())] = msg.offset()
+
+    def _produce(self, **kwargs: Any) -> None:
+        while True:
+            try:
+                self._producer.produce(on_delivery=self._on_delivery, **kwargs)
+                self.sent += 1
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+
+    def send(self, emit: Emit, native: bool = False) -> None:
+        """Send one output; `native` means the value is already in Avro form."""
+        topic = emit.topic
+        value: bytes | None = None
+        if emit.value is not None:
+            avro_value = emit.value if native else self._form(topic).from_json(emit.value)
+            value = self.codec.encode_value(topic, avro_value)
+        key = None if emit.key is None else self.codec.encode_key(topic, emit.key)
+        self._produce(
+            topic=self.settings.topic(topic),
+            key=key,
+            value=value,
+            headers=[(CORRELATION_HEADER, emit.correlation_id.encode())],
+        )
+
+    def send_raw(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"topic": topic, "key": key, "value": value}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = headers
+        self._produce(**kwargs)
+
+    def poll(self) -> None:
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Block until every record is acknowledged; raise on any delivery error."""
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            raise KafkaException(f"{remaining} records not delivered within {timeout_s}s")
+        if self.errors:
+            errors, self.errors = self.errors, []
+            raise KafkaException("delivery failed: " + "; ".join(errors[:5]))
+
+
+def read_partition(
+    settings: Settings, topic: str, partition: int, start: int, timeout_s: float = 60.0
+) -> Iterator[tuple[bytes, bytes | None, int]]:
+    """Every record of one partition from offset `start` to its current end."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"{settings.app_id}-restore",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=timeout_s
+        )
+        start = max(start, low)
+        if start >= high:
+            return
+        consumer.assign([TopicPartition(topic, partition, start)])
+        deadline = time.monotonic() + timeout_s
+        while True:
+            msgs = consumer.consume(1000, timeout=1.0)
+            for msg in msgs:
+                if msg.error():
+                    if msg.error().code() == -191:  # _PARTITION_EOF
+                        return
+                    raise KafkaException(msg.error())
+                yield msg.key(), msg.value(), msg.offset()
+                if msg.offset() >= high - 1:
+                    return
+            if time.monotonic() > deadline:
+                raise KafkaException(f"restoring {topic}[{partition}] timed out")
+    finally:
+        consumer.close()

@@ -1,0 +1,5 @@
+import sys
+
+from pssync.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,127 @@
+"""The Faust app factory: settings in, an app with every agent registered out.
+
+Kept small on purpose. Agents come from the explicit module list
+`streams.agents.MODULES` (also handed to Faust's `autodiscover`, never
+`True`); each module's `register(app, runtime)` declares its agent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import faust
+from aiohttp import web
+
+from pssync.avro.codec import Codec
+from pssync.avro.contract import ALL_TOPICS
+from pssync.avro.registry import RegistryClient
+from pssync.connectors.kafka import (
+    OutputProducer,
+    TopicSpec,
+    check_kafka,
+    contract_topic_specs,
+    ensure_topics,
+    partition_count,
+)
+from pssync.settings import Settings
+from pssync.streams.agents import MODULES
+from pssync.streams.agents.base import WORKER_KEYED
+from pssync.streams.agents.erp_employee import LINKS
+from pssync.streams.agents.erp_employee import TOPIC as ERP_EMPLOYEE_TOPIC
+from pssync.streams.agents.worker_keyed import TABLE as WORKERS_TABLE
+from pssync.streams.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def table_sources(settings: Settings) -> dict[str, str]:
+    """Each state table and the physical topic it is co-partitioned with."""
+    return {
+        WORKERS_TABLE: settings.internal_topic(WORKER_KEYED),
+        LINKS: settings.topic(ERP_EMPLOYEE_TOPIC),
+    }
+
+
+def prepare(settings: Settings, partitions: int | None = None) -> Codec:
+    """Blocking start-up: Kafka reachable, topics present, schemas registered."""
+    check_kafka(settings)
+    n = partitions or settings.partitions
+    specs = contract_topic_specs(settings, n)
+    specs.append(TopicSpec(settings.internal_topic(WORKER_KEYED), settings.partitions))
+    ensure_topics(settings, specs)
+    changelogs = []
+    for table, source in table_sources(settings).items():
+        count = partition_count(settings, source) or settings.partitions
+        changelogs.append(TopicSpec(settings.internal_topic(f"{table}-changelog"), count, True))
+    ensure_topics(settings, changelogs)
+    codec = Codec(RegistryClient(settings.schema_registry_url), settings.topic_prefix)
+    codec.register_all(ALL_TOPICS)
+    return codec
+
+
+def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
+    app = faust.App(
+        settings.app_id,
+        broker=settings.kafka_url,
+        autodiscover=list(MODULES),
+        origin="pssync",
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        datadir=str(settings.data_dir / "faust"),
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        producer_acks=-1,
+    )
+    rt = Runtime(settings, codec, OutputProducer(settings, codec))
+    for name in MODULES:
+        importlib.import_module(name).register(app, rt)
+    sources = table_sources(settings)
+
+    @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
+    async def on_assigned(_app: Any, assigned: Any, **_: Any) -> None:
+        rt.assigned = {(tp.topic, tp.partition) for tp in assigned}
+        rt.assignment_seen = True
+        for name, topic in sources.items():
+            for t, p in rt.assigned:
+                if t == topic:
+                    # start catching up now, so /ready turns 200 before the first batch
+                    rt.start_recovery(rt.table(name), p)
+
+    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
+    async def on_revoked(_app: Any, revoked: Any, **_: Any) -> None:
+        gone = [(tp.topic, tp.partition) for tp in revoked]
+        rt.forget_partitions(gone)
+        for name, topic in sources.items():
+            for t, p in gone:
+                if t == topic:
+                    rt.table(name).release(p)
+
+    @app.page("/health")  # type: ignore[untyped-decorator]
+    async def health(self: Any, request: Any) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    @app.page("/ready")  # type: ignore[untyped-decorator]
+    async def ready(self: Any, request: Any) -> web.Response:
+        ok = rt.is_recovered()
+        body = {
+            "ready": ok,
+            "assigned_partitions": len(rt.assigned),
+            "recovering": rt.recovering(),
+        }
+        return web.json_response(body, status=200 if ok else 503)
+
+    @app.page("/stats")  # type: ignore[untyped-decorator]
+    async def stats(self: Any, request: Any) -> web.Response:
+        s = rt.stats
+        return web.json_response({
+            "records_in": s.records_in, "outputs": s.outputs, "dlq": s.dlq,
+            "duplicates": s.duplicates, "tombstones": s.tombstones, "batches": s.batches,
+        })
+
+    return app, rt

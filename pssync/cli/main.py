@@ -1,0 +1,253 @@
+"""`pssync` command line: dev stack, topics, produce, consume, worker, demo.
+
+Settings come from the `PSSYNC_*` environment variables (see `pssync.settings`);
+flags override them. Errors print one clear line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pssync import __version__
+from pssync.settings import Settings, SettingsError
+
+EXIT_USAGE = 2
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("connection (override PSSYNC_* environment variables)")
+    g.add_argument("--bootstrap", metavar="HOST:PORT",
+                   help="Kafka bootstrap servers (PSSYNC_KAFKA_BOOTSTRAP)")
+    g.add_argument("--registry-url", metavar="URL",
+                   help="schema registry URL (PSSYNC_SCHEMA_REGISTRY_URL)")
+    g.add_argument("--topic-prefix", metavar="PREFIX",
+                   help="prefix on every topic name (PSSYNC_TOPIC_PREFIX)")
+
+
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    return Settings.from_env(
+        kafka_bootstrap=getattr(args, "bootstrap", None),
+        schema_registry_url=getattr(args, "registry_url", None),
+        topic_prefix=getattr(args, "topic_prefix", None),
+        **extra,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pssync",
+        description="Keeps CRM, PSA, HR and ERP in step from their change streams: "
+        "ERP commands, drift alerts, exceptions and golden records.",
+    )
+    parser.add_argument("--version", action="version", version=f"pssync {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="local Kafka + schema registry (real, from Maven Central)",
+                         description="Run a local single-node Kafka (KRaft) and an Apicurio "
+                         "schema registry in the background. Cached under ~/.cache/pssync; "
+                         "logs and pids under ~/.local/state/pssync/dev.")
+    dev.add_argument("action", choices=["up", "down", "status"],
+                     help="up: start and wait until both answer (idempotent); down: stop what "
+                     "up started; status: what runs and answers")
+    dev.add_argument("--kafka-port", type=int, help="broker port (default 9092; controller +1; "
+                     "PSSYNC_DEV_KAFKA_PORT)")
+    dev.add_argument("--registry-port", type=int,
+                     help="registry port (default 8081; PSSYNC_DEV_REGISTRY_PORT)")
+
+    topics = sub.add_parser("topics", help="create the contract's topics",
+                            description="Create every contract topic that does not exist "
+                            "(reconciled.* compacted). Existing topics are left as they are.")
+    topics.add_argument("action", choices=["create", "list"])
+    topics.add_argument("--partitions", type=int, default=3, help="partitions per topic (3)")
+    topics.add_argument("--partitions-for", action="append", default=[], metavar="TOPIC=N",
+                        help="partitions of one topic, e.g. cdc.hr.worker=6 (repeatable)")
+    _common(topics)
+
+    produce = sub.add_parser(
+        "produce", help="send JSON lines to contract topics",
+        description='Each line: {"topic": ..., "key": ..., "value": ...} in the contract\'s '
+        "JSON form (value null = tombstone; optional \"headers\"). Encoded with the topic's "
+        "registered Avro schema. Bad lines are reported with line number and field and are "
+        "not sent; the exit code is 1 if any line was bad.")
+    produce.add_argument("--file", required=True, metavar="F.jsonl",
+                         help="input file, or - for standard input")
+    _common(produce)
+
+    consume = sub.add_parser(
+        "consume", help="print records of topics as JSON lines",
+        description="One JSON line per record: topic, partition, offset, key, value, headers.")
+    consume.add_argument("topics", nargs="+", metavar="TOPIC", help="contract topic names")
+    consume.add_argument("--from-beginning", action="store_true",
+                         help="start at the earliest offset (default: only new records)")
+    consume.add_argument("--idle-timeout", type=float, metavar="S",
+                         help="exit after S seconds with nothing new (default: run until ^C)")
+    consume.add_argument("--max", type=int, metavar="N", help="exit after N records")
+    _common(consume)
+
+    worker = sub.add_parser(
+        "worker", help="run a stream-processing worker (every agent)",
+        description="Runs every agent; joins partitions with other workers of the same "
+        "PSSYNC_APP_ID. HTTP: GET /health, /ready, /stats on PSSYNC_WEB_PORT.")
+    worker.add_argument("--app-id", help="consumer group / application id (PSSYNC_APP_ID)")
+    worker.add_argument("--web-port", type=int, help="HTTP port (PSSYNC_WEB_PORT, 6066)")
+    worker.add_argument("--data-dir", type=Path, help="RocksDB state dir (PSSYNC_DATA_DIR)")
+    _common(worker)
+
+    demo = sub.add_parser(
+        "demo", help="the main job: local stack, a worker, and a seeded demo feed",
+        description="Starts the local stack (unless --no-stack), a worker, and feeds a "
+        "seeded, realistic stream of HR and ERP changes with drift in it; prints what comes "
+        "out. Runs until ^C or --duration.")
+    demo.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (7)")
+    demo.add_argument("--workers", type=int, default=40, help="HR workers in the firm (40)")
+    demo.add_argument("--no-stack", action="store_true",
+                      help="use the Kafka and registry from PSSYNC_* instead of `dev up`")
+    demo.add_argument("--web-port", type=int, help="the worker's HTTP port (6066)")
+    _common(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(_dispatch(args) or 0)
+    except SettingsError as exc:
+        print(f"pssync: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one clear line, not a traceback, for known failures
+        from pssync.avro.registry import RegistryError
+        from pssync.connectors.kafka import KafkaUnavailable
+        from pssync.devstack import DevStackError
+
+        if isinstance(exc, DevStackError | KafkaUnavailable | RegistryError | ValueError):
+            print(f"pssync {args.command}: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "dev":
+        return cmd_dev(args)
+    if args.command == "topics":
+        return cmd_topics(args)
+    if args.command == "produce":
+        return cmd_produce(args)
+    if args.command == "consume":
+        return cmd_consume(args)
+    if args.command == "worker":
+        return cmd_worker(args)
+    if args.command == "demo":
+        from pssync.demo import run_demo
+
+        return run_demo(args)
+    raise AssertionError(args.command)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from pssync import devstack
+
+    cfg = devstack.StackConfig.from_env(kafka_port=args.kafka_port,
+                                        registry_port=args.registry_port)
+    if args.action == "up":
+        result = devstack.up(cfg)
+        for name, what in result.items():
+            print(f"{name}: {what}")
+        print(f"PSSYNC_KAFKA_BOOTSTRAP={cfg.bootstrap}")
+        print(f"PSSYNC_SCHEMA_REGISTRY_URL={cfg.registry_url}")
+        return 0
+    if args.action == "down":
+        for name, what in devstack.down(cfg).items():
+            print(f"{name}: {what}")
+        return 0
+    status = devstack.status(cfg)
+    print(json.dumps(status, indent=2))
+    return 0 if all(s["answering"] for s in status.values()) else 3
+
+
+def _codec(settings: Settings, topics: Sequence[str]) -> Any:
+    from pssync.avro.codec import Codec
+    from pssync.avro.registry import RegistryClient
+
+    codec = Codec(RegistryClient(settings.schema_registry_url), settings.topic_prefix)
+    codec.register_all(topics)
+    return codec
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from pssync.avro.contract import ALL_TOPICS
+    from pssync.connectors.kafka import check_kafka, contract_topic_specs, ensure_topics
+
+    settings = settings_from(args)
+    check_kafka(settings)
+    overrides: dict[str, int] = {}
+    for item in args.partitions_for:
+        name, _, n = item.partition("=")
+        if name not in ALL_TOPICS or not n.isdigit() or int(n) < 1:
+            raise ValueError(f"--partitions-for {item!r}: expected CONTRACT_TOPIC=N (N >= 1)")
+        overrides[name] = int(n)
+    specs = contract_topic_specs(settings, args.partitions, overrides)
+    if args.action == "list":
+        for s in specs:
+            print(f"{s.name}\t{s.partitions}\t{'compact' if s.compacted else 'delete'}")
+        return 0
+    result = ensure_topics(settings, specs)
+    for s in specs:
+        print(f"{result[s.name]:8} {s.name} ({s.partitions} partitions"
+              f"{', compacted' if s.compacted else ''})")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from pssync.avro.contract import ALL_TOPICS
+    from pssync.connectors.jsonl import produce_lines
+    from pssync.connectors.kafka import check_kafka
+
+    settings = settings_from(args)
+    check_kafka(settings)
+    codec = _codec(settings, ALL_TOPICS)
+    handle = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    with handle:
+        report = produce_lines(
+            settings, codec, handle, on_error=lambda e: print(f"error: {e}", file=sys.stderr)
+        )
+    topics = ", ".join(f"{t}={n}" for t, n in sorted(report.by_topic.items()))
+    print(f"sent {report.sent} records" + (f" ({topics})" if topics else "")
+          + (f"; {len(report.errors)} lines rejected" if report.errors else ""),
+          file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from pssync.avro.contract import ALL_TOPICS
+    from pssync.connectors.jsonl import consume_records, write_jsonl
+
+    unknown = [t for t in args.topics if t not in ALL_TOPICS]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a contract topic")
+    settings = settings_from(args)
+    codec = _codec(settings, args.topics)
+    records = consume_records(settings, codec, args.topics, args.from_beginning,
+                              args.idle_timeout, args.max)
+    write_jsonl(records)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pssync.worker import run_worker
+
+    settings = settings_from(args, app_id=args.app_id, web_port=args.web_port,
+                             data_dir=args.data_dir)
+    return run_worker(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

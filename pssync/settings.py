@@ -1,0 +1,105 @@
+"""Settings from the contract's environment variables, validated by pydantic.
+
+Every variable is `PSSYNC_<FIELD>`; a bad value stops start-up with a message
+naming the variable, the value and what is expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEV_KAFKA_PORT = 9092
+DEV_REGISTRY_PORT = 8081
+DEV_REGISTRY_URL = f"http://127.0.0.1:{DEV_REGISTRY_PORT}/apis/ccompat/v7"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "pssync"
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kafka_bootstrap: str = Field("localhost:9092", min_length=1)
+    schema_registry_url: str = DEV_REGISTRY_URL
+    app_id: str = Field("pssync", pattern=r"^[A-Za-z0-9._-]+$")
+    data_dir: Path = Field(default_factory=default_data_dir)
+    web_port: int = Field(6066, ge=1, le=65535)
+    web_host: str = "0.0.0.0"
+    topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]*$")
+    dependency_timeout_s: float = Field(900, ge=0)
+    orphan_grace_s: float = Field(900, ge=0)
+    project_setup_sla_s: float = Field(86400, ge=0)
+    # pssync's own: partitions of the internal topics it creates, batching, ticks
+    partitions: int = Field(3, ge=1, le=1000)
+    batch_size: int = Field(1000, ge=1, le=100_000)
+    batch_within_s: float = Field(0.05, gt=0, le=10)
+    tick_interval_s: float = Field(5.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{server!r} is not host:port")
+        return value
+
+    @property
+    def kafka_url(self) -> str:
+        return ",".join(f"kafka://{s.strip()}" for s in self.kafka_bootstrap.split(","))
+
+    def topic(self, logical: str) -> str:
+        """The physical Kafka topic of a contract topic."""
+        return self.topic_prefix + logical
+
+    def logical(self, physical: str) -> str:
+        if self.topic_prefix and physical.startswith(self.topic_prefix):
+            return physical[len(self.topic_prefix) :]
+        return physical
+
+    def internal_topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{self.app_id}-{name}"
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Build from `PSSYNC_*` variables (and explicit overrides, e.g. CLI flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = env.get(f"PSSYNC_{name.upper()}")
+            if raw is not None and raw != "":
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                field = str(err["loc"][0]) if err["loc"] else "?"
+                shown = values.get(field, "")
+                problems.append(
+                    f"PSSYNC_{field.upper()}={shown!s}: {err['msg']}"
+                )
+            raise SettingsError("invalid settings: " + "; ".join(problems)) from None
