@@ -81,6 +81,8 @@ class CommandDraft:
     payload: Record
     basis: tuple[str, ...]
     rule: str
+    # the source versions the payload is built from (SourceRef JSON), for causation
+    sources: tuple[Record, ...] = ()
 
     @property
     def command_id(self) -> str:
@@ -207,7 +209,9 @@ def issue_commands(
             "entity_id": draft.entity_id,
             "payload": draft.payload,
             "correlation_id": trigger.correlation_id,
-            "causation": causation(trigger.refs),
+            "causation": causation(
+                trigger.refs + [SourceRef.from_json(s) for s in draft.sources]
+            ),
             "issued_at": iso(now_ms),
             "rule": draft.rule,
         }

@@ -17,7 +17,7 @@ from typing import Any
 import faust
 
 from pssync.streams.agents.base import WORKER_KEYED, batches, by_partition, raw_topic
-from pssync.streams.rules.workers import is_newer, join_key_of_erp, remember
+from pssync.streams.routing import erp_employee_targets, new_link
 from pssync.streams.runtime import Runtime
 
 TOPIC = "cdc.erp.employee"
@@ -39,16 +39,9 @@ def register(app: faust.App, rt: Runtime) -> None:
                 decoded = await rt.decode(part)
                 rt.send(decoded.dead)
                 for change in decoded.changes:
-                    link = view.get_for_update(change.entity_id, {"key": None, "seen": {}})
-                    new_key = join_key_of_erp(change.after) if change.after else None
-                    targets = {k for k in (new_key, link["key"]) if k}
-                    if not targets and change.before:
-                        targets.add(join_key_of_erp(change.before))
-                    if is_newer(link["seen"], change.source):
-                        remember(link["seen"], change.source)
-                        link["key"] = new_key
+                    link = view.get_for_update(change.entity_id, new_link())
                     message = {"kind": "change", "change": change.to_json()}
-                    for target in sorted(targets):
+                    for target in erp_employee_targets(link, change):
                         rt.send_internal(keyed, target, message | {"key": target},
                                          partitions=n, correlation_id=change.correlation_id)
                 views.append((links, partition, view))

@@ -233,11 +233,13 @@ def evaluate(state: Record, cost_centers: Mapping[str, Record], timing: Timing) 
                         payload=_payload(hr, None, True),
                         basis=(_identity(state["hr_src"]),),
                         rule="WORKER_MISSING_IN_ERP",
+                        sources=(state["hr_src"],),
                     )
                 )
         for erp_id, entry in sorted(erps.items()):
             erp = entry["rec"]
             basis = (_identity(state["hr_src"]), _identity(entry["src"]))
+            sources = (state["hr_src"], entry["src"])
             if status == "TERMINATED":
                 if erp.get("is_active"):
                     out.findings.append(
@@ -269,6 +271,7 @@ def evaluate(state: Record, cost_centers: Mapping[str, Record], timing: Timing) 
                             payload=_payload(hr, erp_id, False),
                             basis=basis,
                             rule="TERMINATED_WORKER_ACTIVE_IN_ERP",
+                            sources=sources,
                         )
                     )
                 continue
@@ -302,6 +305,7 @@ def evaluate(state: Record, cost_centers: Mapping[str, Record], timing: Timing) 
                             payload=_payload(hr, erp_id, bool(erp.get("is_active"))),
                             basis=basis,
                             rule="WORKER_FIELD_DRIFT",
+                            sources=sources,
                         )
                     )
 
