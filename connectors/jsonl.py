@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from pssync.avro.codec import Codec, DecodeError, load_schema_text
 from pssync.avro.contract import ALL_TOPICS, TABLES_BY_TOPIC
 from pssync.avro.jsonform import JsonForm, JsonFormError
-from pssync.connectors.kafka import CORRELATION_HEADER, OutputProducer
+from pssync.connectors.kafka import CORRELATION_HEADER, OutputProducer, admin
 from pssync.settings import Settings
 
 
@@ -95,11 +95,18 @@ def produce_lines(
     forms = Forms()
     report = ProduceReport()
     producer = OutputProducer(settings, codec, **{"linger.ms": 20})
+    existing = set(admin(settings).list_topics(timeout=10).topics)
     for line_no, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         try:
             topic, key, value, headers = parse_line(forms, line_no, text)
+            if settings.topic(topic) not in existing:
+                raise LineError(
+                    line_no,
+                    f"topic: {settings.topic(topic)} does not exist "
+                    "(create the contract's topics with `pssync topics create`)",
+                )
             key_bytes = None if key is None else codec.encode_key(topic, key)
             value_bytes = None if value is None else codec.encode_value(topic, value)
         except LineError as exc:
