@@ -31,7 +31,7 @@ from pssync.avro.registry import RegistryClient, RegistryError, SchemaNotFound
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 MAGIC = 0
-_HEADER = struct.Struct(">bI")
+_HEADER = struct.Struct(">BI")
 
 
 class DecodeError(Exception):

@@ -12,10 +12,13 @@ import base64
 import binascii
 import copy
 import datetime as dt
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 UTC = dt.UTC
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?")
 
 
 class JsonFormError(ValueError):
@@ -102,7 +105,7 @@ class JsonForm:
         if logical == "decimal":
             return _decimal(value, int(schema.get("scale", 0)), int(schema["precision"]), path)
         if logical == "date":
-            if not isinstance(value, str):
+            if not isinstance(value, str) or not _DATE.fullmatch(value):
                 raise JsonFormError(path, f"expected a date string YYYY-MM-DD, got {value!r}")
             try:
                 return dt.date.fromisoformat(value)
@@ -257,6 +260,8 @@ def _decimal(value: Any, scale: int, precision: int, path: str) -> Decimal:
         raise JsonFormError(path, f"{value!r} is not a decimal number") from None
     if not number.is_finite():
         raise JsonFormError(path, f"{value!r} is not a finite decimal")
+    if number and number.adjusted() >= precision - scale:
+        raise JsonFormError(path, f"{value!r} exceeds precision {precision}")
     quantum = Decimal(1).scaleb(-scale)
     quantized = number.quantize(quantum, rounding=ROUND_HALF_UP)
     if quantized != number:
@@ -269,8 +274,10 @@ def _decimal(value: Any, scale: int, precision: int, path: str) -> Decimal:
 def _instant(value: Any, path: str) -> dt.datetime:
     if isinstance(value, int) and not isinstance(value, bool):
         return dt.datetime.fromtimestamp(value / 1000, tz=UTC)
-    if not isinstance(value, str):
-        raise JsonFormError(path, f"expected an ISO-8601 instant, got {value!r}")
+    if not isinstance(value, str) or not _INSTANT.fullmatch(value):
+        raise JsonFormError(
+            path, f"expected an ISO-8601 instant such as 2026-03-31T09:15:00.000Z, got {value!r}"
+        )
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -159,10 +159,11 @@ def consume_records(
             if msgs:
                 last_seen = time.monotonic()
             for msg in msgs:
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise RuntimeError(str(msg.error()))
+                    raise RuntimeError(str(error))
                 yield decode_message(settings, codec, forms, msg)
                 count += 1
                 if max_records is not None and count >= max_records:
@@ -181,8 +182,10 @@ def decode_message(settings: Settings, codec: Codec, forms: Forms, msg: Any) -> 
         "offset": msg.offset(),
         "key": None,
         "value": None,
-        "headers": {k: (v.decode(errors="replace") if v is not None else None)
-                    for k, v in (msg.headers() or [])},
+        "headers": {
+            k: (v.decode(errors="replace") if v is not None else None)
+            for k, v in (msg.headers() or [])
+        },
     }
     errors = []
     for part, raw in (("key", msg.key()), ("value", msg.value())):

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pssync.avro.codec import Codec, load_schema_text
 from pssync.avro.contract import ALL_TOPICS, COMPACTED_TOPICS
@@ -219,12 +219,14 @@ def read_partition(
         while True:
             msgs = consumer.consume(1000, timeout=1.0)
             for msg in msgs:
-                if msg.error():
-                    if msg.error().code() == -191:  # _PARTITION_EOF
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         return
-                    raise KafkaException(msg.error())
-                yield msg.key(), msg.value(), msg.offset()
-                if msg.offset() >= high - 1:
+                    raise KafkaException(error)
+                offset = int(msg.offset() or 0)
+                yield msg.key() or b"", msg.value(), offset
+                if offset >= high - 1:
                     return
             if time.monotonic() > deadline:
                 raise KafkaException(f"restoring {topic}[{partition}] timed out")

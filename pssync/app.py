@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 import faust
-from aiohttp import web
+from faust.web import Request, Response, View
 
 from pssync.avro.codec import Codec
 from pssync.avro.contract import ALL_TOPICS
@@ -62,6 +62,7 @@ def prepare(settings: Settings, partitions: int | None = None) -> Codec:
 
 
 def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=settings.kafka_url,
@@ -83,8 +84,8 @@ def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
         importlib.import_module(name).register(app, rt)
     sources = table_sources(settings)
 
-    @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
-    async def on_assigned(_app: Any, assigned: Any, **_: Any) -> None:
+    async def on_assigned(_sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        assigned = args[0]
         rt.assigned = {(tp.topic, tp.partition) for tp in assigned}
         rt.assignment_seen = True
         for name, topic in sources.items():
@@ -93,8 +94,8 @@ def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
                     # start catching up now, so /ready turns 200 before the first batch
                     rt.start_recovery(rt.table(name), p)
 
-    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
-    async def on_revoked(_app: Any, revoked: Any, **_: Any) -> None:
+    async def on_revoked(_sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        revoked = args[0]
         gone = [(tp.topic, tp.partition) for tp in revoked]
         rt.forget_partitions(gone)
         for name, topic in sources.items():
@@ -102,26 +103,35 @@ def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
                 if t == topic:
                     rt.table(name).release(p)
 
-    @app.page("/health")  # type: ignore[untyped-decorator]
-    async def health(self: Any, request: Any) -> web.Response:
-        return web.json_response({"status": "alive"})
+    app.on_partitions_assigned.connect(on_assigned)
+    app.on_partitions_revoked.connect(on_revoked)
 
-    @app.page("/ready")  # type: ignore[untyped-decorator]
-    async def ready(self: Any, request: Any) -> web.Response:
+    @app.page("/health")
+    async def health(self: View, request: Request) -> Response:
+        return self.json({"status": "alive"})
+
+    @app.page("/ready")
+    async def ready(self: View, request: Request) -> Response:
         ok = rt.is_recovered()
         body = {
             "ready": ok,
             "assigned_partitions": len(rt.assigned),
             "recovering": rt.recovering(),
         }
-        return web.json_response(body, status=200 if ok else 503)
+        return self.json(body, status=200 if ok else 503)
 
-    @app.page("/stats")  # type: ignore[untyped-decorator]
-    async def stats(self: Any, request: Any) -> web.Response:
+    @app.page("/stats")
+    async def stats(self: View, request: Request) -> Response:
         s = rt.stats
-        return web.json_response({
-            "records_in": s.records_in, "outputs": s.outputs, "dlq": s.dlq,
-            "duplicates": s.duplicates, "tombstones": s.tombstones, "batches": s.batches,
-        })
+        return self.json(
+            {
+                "records_in": s.records_in,
+                "outputs": s.outputs,
+                "dlq": s.dlq,
+                "duplicates": s.duplicates,
+                "tombstones": s.tombstones,
+                "batches": s.batches,
+            }
+        )
 
     return app, rt

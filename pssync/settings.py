@@ -44,7 +44,10 @@ class Settings(BaseModel):
     partitions: int = Field(3, ge=1, le=1000)
     batch_size: int = Field(1000, ge=1, le=100_000)
     batch_within_s: float = Field(0.05, gt=0, le=10)
-    tick_interval_s: float = Field(5.0, gt=0)
+    tick_interval_s: float = Field(1.0, gt=0)
+    # changes are applied in source-time order if they reach a partition within this
+    # window of each other (0 = apply on arrival); see streams/worker_flow.py
+    reorder_window_s: float = Field(2.0, ge=0, le=600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -81,9 +84,7 @@ class Settings(BaseModel):
         return f"{self.topic_prefix}{self.app_id}-{name}"
 
     @classmethod
-    def from_env(
-        cls, env: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build from `PSSYNC_*` variables (and explicit overrides, e.g. CLI flags)."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
@@ -99,7 +100,5 @@ class Settings(BaseModel):
             for err in exc.errors():
                 field = str(err["loc"][0]) if err["loc"] else "?"
                 shown = values.get(field, "")
-                problems.append(
-                    f"PSSYNC_{field.upper()}={shown!s}: {err['msg']}"
-                )
+                problems.append(f"PSSYNC_{field.upper()}={shown!s}: {err['msg']}")
             raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 import faust
 
@@ -13,11 +14,13 @@ from pssync.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def run_worker(settings: Settings) -> int:
+def run_worker(settings: Settings) -> NoReturn:
     setup_logging(settings)
     log.info(
         "preparing: kafka=%s registry=%s app_id=%s prefix=%r",
-        settings.kafka_bootstrap, settings.schema_registry_url, settings.app_id,
+        settings.kafka_bootstrap,
+        settings.schema_registry_url,
+        settings.app_id,
         settings.topic_prefix,
     )
     codec = prepare(settings)
@@ -30,4 +33,3 @@ def run_worker(settings: Settings) -> int:
         override_logging=False,
     )
     worker.execute_from_commandline()
-    return 0

@@ -112,13 +112,12 @@ def settle_findings(
     emits: list[Emit] = []
     wanted = {f.slot: f for f in desired}
     for slot in sorted(set(open_findings) - set(wanted)):
-        last = open_findings.pop(slot)
-        emits.append(_resolved(last, now_ms, trigger))
+        emits.append(_resolved(open_findings.pop(slot), now_ms, trigger))
     for slot, finding in sorted(wanted.items()):
-        last = open_findings.get(slot)
-        if last is not None and last.get("_facts") == digest(finding.facts()):
+        current = open_findings.get(slot)
+        if current is not None and current.get("_facts") == digest(finding.facts()):
             continue
-        record = _opened(finding, last, now_ms, trigger)
+        record = _opened(finding, current, now_ms, trigger)
         open_findings[slot] = record
         emits.append(_emit(finding.kind, _public(record), trigger))
     return emits
@@ -131,11 +130,19 @@ def _public(record: Record) -> Record:
 def _emit(kind: str, record: Record, trigger: Trigger) -> Emit:
     if kind == "alert":
         return Emit(
-            DRIFT_TOPIC, record["alert_id"], record, trigger.correlation_id, "alert",
+            DRIFT_TOPIC,
+            record["alert_id"],
+            record,
+            trigger.correlation_id,
+            "alert",
             trigger.source_ts_ms,
         )
     return Emit(
-        EXCEPTIONS_TOPIC, record["exception_id"], record, trigger.correlation_id, "exception",
+        EXCEPTIONS_TOPIC,
+        record["exception_id"],
+        record,
+        trigger.correlation_id,
+        "exception",
         trigger.source_ts_ms,
     )
 
@@ -145,8 +152,9 @@ def _opened(finding: Finding, last: Record | None, now_ms: int, trigger: Trigger
     if last is not None:
         finding_id = last[id_field]
     else:
-        finding_id = stable_id(finding.kind, finding.rule, finding.entity_type,
-                               finding.entity_id, trigger.identity)
+        finding_id = stable_id(
+            finding.kind, finding.rule, finding.entity_type, finding.entity_id, trigger.identity
+        )
     common: Record = {
         id_field: finding_id,
         "rule": finding.rule,
@@ -209,15 +217,19 @@ def issue_commands(
             "entity_id": draft.entity_id,
             "payload": draft.payload,
             "correlation_id": trigger.correlation_id,
-            "causation": causation(
-                trigger.refs + [SourceRef.from_json(s) for s in draft.sources]
-            ),
+            "causation": causation(trigger.refs + [SourceRef.from_json(s) for s in draft.sources]),
             "issued_at": iso(now_ms),
             "rule": draft.rule,
         }
         emits.append(
-            Emit(draft.topic, draft.key, record, trigger.correlation_id, "command",
-                 trigger.source_ts_ms)
+            Emit(
+                draft.topic,
+                draft.key,
+                record,
+                trigger.correlation_id,
+                "command",
+                trigger.source_ts_ms,
+            )
         )
     del issued[:-ISSUED_MEMORY]
     return emits

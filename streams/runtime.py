@@ -153,7 +153,10 @@ class Runtime:
         if n:
             log.info(
                 "restored %s[%d]: %d changelog records in %.2fs",
-                table.name, partition, n, time.monotonic() - started,
+                table.name,
+                partition,
+                n,
+                time.monotonic() - started,
             )
 
     def is_recovered(self) -> bool:
@@ -202,8 +205,14 @@ class Runtime:
                 )
                 stage = "validate"
                 out.changes.append(
-                    to_change(record.topic, key, value, record.partition, record.offset,
-                              record.header(CORRELATION_HEADER))
+                    to_change(
+                        record.topic,
+                        key,
+                        value,
+                        record.partition,
+                        record.offset,
+                        record.header(CORRELATION_HEADER),
+                    )
                 )
             except UnknownSchemaId as exc:
                 out.dead.append(self.dead_letter(record, exc, "decode", exc.reason))
@@ -218,7 +227,12 @@ class Runtime:
         self.stats.add(self.stats.dlq, reason)
         log.warning(
             "dead-lettered %s[%d]@%d at %s: %s: %s",
-            record.topic, record.partition, record.offset, stage, type(exc).__name__, exc,
+            record.topic,
+            record.partition,
+            record.offset,
+            stage,
+            type(exc).__name__,
+            exc,
         )
         value = {
             "original_topic": self.settings.topic(record.topic),
@@ -255,15 +269,24 @@ class Runtime:
             headers=[(CORRELATION_HEADER, emit.correlation_id.encode())],
         )
 
-    def send_internal(self, topic: str, key: str, message: dict[str, Any],
-                      partition: int | None = None, partitions: int = 1,
-                      correlation_id: str | None = None) -> None:
+    def send_internal(
+        self,
+        topic: str,
+        key: str,
+        message: dict[str, Any],
+        partition: int | None = None,
+        partitions: int = 1,
+        correlation_id: str | None = None,
+    ) -> None:
         """Send a message to an internal topic, to `partition` or by key."""
         target = stable_partition(key, partitions) if partition is None else partition
         headers = [(CORRELATION_HEADER, correlation_id.encode())] if correlation_id else None
         self.producer.send_raw(
-            topic, key.encode(), json.dumps(message, separators=(",", ":")).encode(),
-            partition=target, headers=headers,
+            topic,
+            key.encode(),
+            json.dumps(message, separators=(",", ":")).encode(),
+            partition=target,
+            headers=headers,
         )
 
     async def commit(self, views: Sequence[tuple[Table, int, StateView]]) -> None:
@@ -272,8 +295,9 @@ class Runtime:
         for table, partition, view in views:
             changes = view.changes()
             for key, raw in changes.items():
-                self.producer.send_raw(table.changelog_topic, key.encode(), raw,
-                                       partition=partition)
+                self.producer.send_raw(
+                    table.changelog_topic, key.encode(), raw, partition=partition
+                )
             writes.append((table, partition, changes))
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.producer.flush)

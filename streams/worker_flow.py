@@ -10,6 +10,16 @@ re-evaluates the workers it owns that depend on it. Time-driven rules (orphan
 grace, dependency timeout) run on `tick` messages sent to the partitions a
 worker owns.
 
+Arrival order: re-keying merges several source topics, so two runs over the
+same input can interleave them differently. With a reorder window W > 0,
+changes wait in a persisted buffer (`q/<source ts>/...`) and are applied in
+source commit-time order: when a buffered change has waited W, it is
+released together with every buffered change of an earlier source time.
+Changes of different topics that reach a
+partition less than W apart are therefore always applied in source-time
+order, which makes replays reproduce the same decisions and command IDs.
+W = 0 applies changes as they come (least latency).
+
 `WorkerFlow.process` is pure apart from its `StateView`: no Kafka, no clock.
 State keys in a partition: `w/<join key>` worker state, `cc/<id>` cost center
 copy with its dependents, `deadlines` due times of time-driven rules.
@@ -41,6 +51,7 @@ GOLDEN_TOPIC = "reconciled.worker"
 class FlowConfig:
     orphan_grace_ms: int
     dependency_timeout_ms: int
+    reorder_window_ms: int = 0
 
 
 class WorkerFlow:
@@ -52,16 +63,54 @@ class WorkerFlow:
 
     def process(self, view: StateView, messages: list[Record], now_ms: int) -> list[Emit]:
         emits: list[Emit] = []
+        ticks = []
+        buffered = self.config.reorder_window_ms > 0
         for message in messages:
-            kind = message["kind"]
-            if kind == "change":
-                emits += self._on_change(view, message["key"], Change.from_json(message["change"]),
-                                         now_ms)
-            elif kind == "cost_center":
-                emits += self._on_cost_center(view, Change.from_json(message["change"]), now_ms)
-            elif kind == "tick":
-                emits += self._on_tick(view, int(message["now_ms"]))
+            if message["kind"] == "tick":
+                ticks.append(message)
+            elif buffered:
+                self._enqueue(view, message, now_ms)
+            else:
+                emits += self._apply(view, message, now_ms)
+        if buffered:
+            for message in self._release(view, now_ms):
+                emits += self._apply(view, message, now_ms)
+        for tick in ticks:
+            emits += self._on_tick(view, int(tick["now_ms"]))
         return emits
+
+    def _apply(self, view: StateView, message: Record, now_ms: int) -> list[Emit]:
+        change = Change.from_json(message["change"])
+        if message["kind"] == "cost_center":
+            return self._on_cost_center(view, change, now_ms)
+        return self._on_change(view, message["key"], change, now_ms)
+
+    # -- reorder buffer ---------------------------------------------------
+    @staticmethod
+    def _enqueue(view: StateView, message: Record, now_ms: int) -> None:
+        src = message["change"]["source"]
+        ts = src.get("ts_ms") or now_ms
+        position = src["lsn"] if src.get("lsn") is not None else f"o{src['offset']}"
+        slot = f"q/{ts:015d}/{src['topic']}/{position}/{src['key']}/{message.get('key', '')}"
+        view.put(slot, {"message": message, "arrived_ms": now_ms})
+
+    def _release(self, view: StateView, now_ms: int) -> list[Record]:
+        waiting = view.scan("q/")
+        window = self.config.reorder_window_ms
+        ripe = [slot for slot, entry in waiting if entry["arrived_ms"] + window <= now_ms]
+        if not ripe:
+            return []
+        last = max(ripe)
+        released = []
+        for slot, entry in waiting:
+            if slot > last:
+                break
+            released.append(entry["message"])
+            view.put(slot, None)
+        return released
+
+    def buffered(self, view: StateView) -> int:
+        return len(view.scan("q/"))
 
     # -- handlers ---------------------------------------------------------
     def _on_change(self, view: StateView, key: str, change: Change, now_ms: int) -> list[Emit]:
@@ -108,8 +157,9 @@ class WorkerFlow:
         self, view: StateView, key: str, state: Record, trigger: Trigger, now_ms: int
     ) -> list[Emit]:
         cost_centers = self._cost_centers_for(view, key, state)
-        timing = workers.Timing(now_ms, self.config.orphan_grace_ms,
-                                self.config.dependency_timeout_ms)
+        timing = workers.Timing(
+            now_ms, self.config.orphan_grace_ms, self.config.dependency_timeout_ms
+        )
         evaluation = workers.evaluate(state, cost_centers, timing)
         emits = settle_findings(state["open"], evaluation.findings, now_ms, trigger)
         emits += issue_commands(state["issued"], evaluation.commands, now_ms, trigger)
@@ -155,8 +205,16 @@ class WorkerFlow:
             if state.get("golden") and state["golden"] != "tombstone":
                 worker_id = state["golden_key"]
                 state["golden"] = "tombstone"
-                return [Emit(GOLDEN_TOPIC, worker_id, None, trigger.correlation_id, "golden",
-                             trigger.source_ts_ms)]
+                return [
+                    Emit(
+                        GOLDEN_TOPIC,
+                        worker_id,
+                        None,
+                        trigger.correlation_id,
+                        "golden",
+                        trigger.source_ts_ms,
+                    )
+                ]
             return []
         worker_id, record = result
         fingerprint = digest(record)
@@ -165,8 +223,16 @@ class WorkerFlow:
         state["golden"] = fingerprint
         state["golden_key"] = worker_id
         record["updated_at"] = iso(now_ms)
-        return [Emit(GOLDEN_TOPIC, worker_id, record, trigger.correlation_id, "golden",
-                     trigger.source_ts_ms)]
+        return [
+            Emit(
+                GOLDEN_TOPIC,
+                worker_id,
+                record,
+                trigger.correlation_id,
+                "golden",
+                trigger.source_ts_ms,
+            )
+        ]
 
 
 def tick_message(now_ms: int) -> Record:

@@ -44,6 +44,17 @@ class StateView:
         self._cache[key] = value
         self._dirty.add(key)
 
+    def scan(self, prefix: str) -> list[tuple[str, Any]]:
+        """Keys under `prefix` in key order, as this batch sees them (its writes included)."""
+        merged = dict(self.store.items(prefix))
+        for key in self._dirty:
+            if key.startswith(prefix):
+                merged[key] = self._cache.get(key)
+        for key, value in self._cache.items():
+            if key.startswith(prefix) and key not in self._dirty and key not in merged:
+                merged[key] = value
+        return sorted((k, v) for k, v in merged.items() if v is not None)
+
     def changes(self) -> dict[str, bytes | None]:
         """Encoded values of every key written in this batch (None = deleted)."""
         out: dict[str, bytes | None] = {}

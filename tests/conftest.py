@@ -126,7 +126,9 @@ def worker_factory(tmp_path: Path) -> Iterator[WorkerFactory]:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pssync", "worker"],
-                env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT,
+                env=settings_env(settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         handle = WorkerHandle(settings, proc, log_path)
         started.append(handle)

@@ -23,9 +23,16 @@ from tests.conftest import settings_env
 SOURCE_TS = 1_780_000_000_000
 
 
-def cdc_line(topic: str, after: dict[str, Any] | None, *, lsn: int, op: str | None = None,
-             before: dict[str, Any] | None = None, key: dict[str, Any] | None = None,
-             headers: dict[str, str] | None = None) -> dict[str, Any]:
+def cdc_line(
+    topic: str,
+    after: dict[str, Any] | None,
+    *,
+    lsn: int,
+    op: str | None = None,
+    before: dict[str, Any] | None = None,
+    key: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     platform, table = topic.split(".")[1:]
     if op is None:
         op = "d" if after is None else ("u" if before is not None else "c")
@@ -42,9 +49,15 @@ def cdc_line(topic: str, after: dict[str, Any] | None, *, lsn: int, op: str | No
             "op": op,
             "ts_ms": SOURCE_TS + lsn,
             "source": {
-                "version": "3.6.1.Final", "connector": "postgresql", "name": "cdc",
-                "ts_ms": SOURCE_TS + lsn, "snapshot": "true" if op == "r" else "false",
-                "db": "platforms", "schema": platform, "table": table, "txId": lsn,
+                "version": "3.6.1.Final",
+                "connector": "postgresql",
+                "name": "cdc",
+                "ts_ms": SOURCE_TS + lsn,
+                "snapshot": "true" if op == "r" else "false",
+                "db": "platforms",
+                "schema": platform,
+                "table": table,
+                "txId": lsn,
                 "lsn": lsn,
             },
         },
@@ -60,7 +73,10 @@ def produce_cli(settings: Settings, lines: Iterable[dict[str, Any]], tmp: Path) 
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     proc = subprocess.run(
         [sys.executable, "-m", "pssync", "produce", "--file", str(path)],
-        env=settings_env(settings), capture_output=True, text=True, timeout=120,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stderr
@@ -68,8 +84,13 @@ def produce_cli(settings: Settings, lines: Iterable[dict[str, Any]], tmp: Path) 
 
 def create_topics(settings: Settings) -> None:
     """`pssync topics create`, as a user would run it before producing."""
-    proc = subprocess.run([sys.executable, "-m", "pssync", "topics", "create"],
-                          env=settings_env(settings), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pssync", "topics", "create"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -87,8 +108,13 @@ def collect(settings: Settings, topics: list[str], idle_s: float = 2.0) -> list[
 def wait_drained(settings: Settings, physical_topics: list[str], timeout_s: float = 90) -> None:
     """Wait until the app's group has committed every offset of `physical_topics`."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                         "group.id": settings.app_id, "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.app_id,
+            "enable.auto.commit": False,
+        }
+    )
     try:
         deadline = time.monotonic() + timeout_s
         lagging: list[str] = []

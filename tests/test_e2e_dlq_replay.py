@@ -28,9 +28,14 @@ def raw_send(settings: Settings, topic: str, key: bytes | None, value: bytes) ->
     """Send bytes as they are; returns (partition, offset)."""
     delivered: list[tuple[int, int]] = []
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    producer.produce(settings.topic(topic), key=key, value=value, partition=0,
-                     headers=[("correlation_id", b"corr-raw")],
-                     on_delivery=lambda err, msg: delivered.append((msg.partition(), msg.offset())))
+    producer.produce(
+        settings.topic(topic),
+        key=key,
+        value=value,
+        partition=0,
+        headers=[("correlation_id", b"corr-raw")],
+        on_delivery=lambda err, msg: delivered.append((msg.partition(), msg.offset())),
+    )
     producer.flush(30)
     return delivered[0]
 
@@ -49,8 +54,11 @@ def test_bad_records_become_dlq_records_and_the_worker_keeps_going(
     # decodable, but employment_status breaks the contract's enumeration
     produce_cli(settings, [cdc_line(HR, hr("W-BAD", status="RETIRED"), lsn=5)], tmp_path)
     # and a good record after all of them is still processed
-    produce_cli(settings, [cdc_line(CC, cost_center("CC1"), lsn=1),
-                           cdc_line(HR, hr("W-OK"), lsn=6)], tmp_path)
+    produce_cli(
+        settings,
+        [cdc_line(CC, cost_center("CC1"), lsn=1), cdc_line(HR, hr("W-OK"), lsn=6)],
+        tmp_path,
+    )
     drained(settings)
 
     dlq = collect(settings, ["sync.dlq"])
@@ -62,14 +70,17 @@ def test_bad_records_become_dlq_records_and_the_worker_keeps_going(
     assert (bad["partition"], bad["offset"]) == positions["garbage"]
     assert bad["original_topic"] == settings.topic(HR)
     assert bad["stage"] == "decode"
-    assert {"key": "correlation_id", "value": base64.b64encode(b"corr-raw").decode()} in bad["headers"]
+    assert {"key": "correlation_id", "value": base64.b64encode(b"corr-raw").decode()} in bad[
+        "headers"
+    ]
     unknown = by_class["UnknownSchemaId"]
     assert base64.b64decode(unknown["value"]) == unknown_id
     assert (unknown["partition"], unknown["offset"]) == positions["unknown"]
     assert "987654321" in unknown["error_message"]
     invalid = by_class["ValidationError"]
     assert invalid["stage"] == "validate"
-    assert "employment_status" in invalid["error_message"] and "RETIRED" in invalid["error_message"]
+    assert "employment_status" in invalid["error_message"]
+    assert "RETIRED" in invalid["error_message"]
     assert all(r["key"] == r["value"]["key"] for r in dlq)
 
     commands = collect(settings, ["erp.cmd.employee"])
@@ -106,16 +117,20 @@ def test_replay_under_fresh_app_id_yields_identical_command_ids_and_redelivery_n
     worker.stop()
 
     # the same input, replayed from the beginning by a fresh application
-    second = first.model_copy(update={"app_id": first.app_id + "-replay",
-                                      "data_dir": tmp_path / "replay-state"})
+    second = first.model_copy(
+        update={"app_id": first.app_id + "-replay", "data_dir": tmp_path / "replay-state"}
+    )
     worker2 = worker_factory(second)
     drained(second)
     both = collect(second, ["erp.cmd.employee"])
     assert sorted(r["value"]["command_id"] for r in both) == sorted(ids1 * 2)
 
     # a redelivered source change (same lsn, new offset) yields nothing new
-    produce_cli(second, [cdc_line(HR, hr("W-3"), lsn=102), cdc_line(HR, hr("W-4", cc="CC2"), lsn=103)],
-                tmp_path)
+    produce_cli(
+        second,
+        [cdc_line(HR, hr("W-3"), lsn=102), cdc_line(HR, hr("W-4", cc="CC2"), lsn=103)],
+        tmp_path,
+    )
     drained(second)
     assert len(collect(second, ["erp.cmd.employee"])) == len(both)
     _, stats = worker2.get("/stats")

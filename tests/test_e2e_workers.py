@@ -48,10 +48,18 @@ def phase_hr() -> list[dict[str, Any]]:
 
 def phase_erp_applies_commands() -> list[dict[str, Any]]:
     return [
-        cdc_line(ERP, erp("E-2", "W-2", active=False, cc="CC-NY", le="LE-US"), lsn=20,
-                 before=erp("E-2", "W-2", cc="CC-NY", le="LE-US")),
-        cdc_line(ERP, erp("E-3", "W-3", cc="CC-LDN", le="LE-UK"), lsn=21,
-                 before=erp("E-3", "W-3", cc="CC-LDN", le="LE-US")),
+        cdc_line(
+            ERP,
+            erp("E-2", "W-2", active=False, cc="CC-NY", le="LE-US"),
+            lsn=20,
+            before=erp("E-2", "W-2", cc="CC-NY", le="LE-US"),
+        ),
+        cdc_line(
+            ERP,
+            erp("E-3", "W-3", cc="CC-LDN", le="LE-UK"),
+            lsn=21,
+            before=erp("E-3", "W-3", cc="CC-LDN", le="LE-US"),
+        ),
         cdc_line(ERP, erp("E-4", "W-4", cc="CC-NY", le="LE-US"), lsn=22),
         # redelivered (same lsn, new offset): nothing new may come of it
         cdc_line(HR, hr("W-1", cc="CC-NY", le="LE-US"), lsn=100),
@@ -92,8 +100,13 @@ def test_worker_scenario_exact_outputs(
     out = {t: collect(settings, [t], idle_s=1.5) for t in OUTPUTS}
 
     commands = sorted(
-        (r["value"]["type"], r["value"]["entity_id"], r["key"], r["value"]["payload"]["legal_entity"],
-         r["value"]["payload"]["is_active"])
+        (
+            r["value"]["type"],
+            r["value"]["entity_id"],
+            r["key"],
+            r["value"]["payload"]["legal_entity"],
+            r["value"]["payload"]["is_active"],
+        )
         for r in out["erp.cmd.employee"]
     )
     assert commands == [
@@ -101,8 +114,10 @@ def test_worker_scenario_exact_outputs(
         ("UPSERT_EMPLOYEE", "E-3", "E-3", "LE-UK", True),
         ("UPSERT_EMPLOYEE", "W-4", "W-4", "LE-US", True),
     ]
-    assert all(r["headers"]["correlation_id"] == r["value"]["correlation_id"]
-               for r in out["erp.cmd.employee"])
+    assert all(
+        r["headers"]["correlation_id"] == r["value"]["correlation_id"]
+        for r in out["erp.cmd.employee"]
+    )
 
     assert states(out["sync.drift"], "alert_id") == {
         ("TERMINATED_WORKER_ACTIVE_IN_ERP", "W-2"): ["OPEN", "RESOLVED"],
@@ -118,12 +133,15 @@ def test_worker_scenario_exact_outputs(
         ("WORKER_INVALID_COST_CENTER", "W-5"): ["OPEN"],
     }
     (exc,) = [r["value"] for r in out["sync.exceptions"]]
-    assert exc["context"]["cost_center"] == "CC-OLD" and "inactive" in exc["reason"]
+    assert exc["context"]["cost_center"] == "CC-OLD"
+    assert "inactive" in exc["reason"]
 
     golden = latest_by_key(out["reconciled.worker"])
     assert sorted(golden) == ["W-1", "W-2", "W-3", "W-4", "W-404", "W-5"]
-    summary = {k: (v["in_sync"], v["open_alerts"], v["open_exceptions"], v["erp_employee_id"])
-               for k, v in golden.items()}
+    summary = {
+        k: (v["in_sync"], v["open_alerts"], v["open_exceptions"], v["erp_employee_id"])
+        for k, v in golden.items()
+    }
     assert summary == {
         "W-1": (True, [], [], "E-1"),
         "W-2": (True, [], [], "E-2"),
@@ -132,6 +150,8 @@ def test_worker_scenario_exact_outputs(
         "W-5": (False, ["WORKER_MISSING_IN_ERP"], ["WORKER_INVALID_COST_CENTER"], None),
         "W-404": (False, ["ERP_EMPLOYEE_WITHOUT_HR_WORKER"], [], "E-9"),
     }
-    assert golden["W-3"]["legal_entity"] == "LE-UK" and golden["W-3"]["erp_legal_entity"] == "LE-UK"
+    assert golden["W-3"]["legal_entity"] == "LE-UK"
+    assert golden["W-3"]["erp_legal_entity"] == "LE-UK"
     status, stats = worker.get("/stats")
-    assert status == 200 and stats["duplicates"] >= 1
+    assert status == 200
+    assert stats["duplicates"] >= 1

@@ -64,7 +64,8 @@ def test_missing_in_erp_resolves_when_erp_employee_arrives(h: Harness) -> None:
     assert resolved["alert_id"] == opened["alert_id"]
     assert resolved["resolved_at"] is not None
     golden = of_kind(emits, "golden")[0]
-    assert golden["in_sync"] is True and golden["erp_employee_id"] == "E1"
+    assert golden["in_sync"] is True
+    assert golden["erp_employee_id"] == "E1"
 
 
 def test_snapshot_read_behaves_like_create(h: Harness) -> None:
@@ -73,7 +74,9 @@ def test_snapshot_read_behaves_like_create(h: Harness) -> None:
 
 
 def test_worker_on_leave_is_synced_but_terminated_is_not(h: Harness) -> None:
-    assert ("command", "UPSERT_EMPLOYEE", "W1") in summary(h.send(change(HR, hr(status="LEAVE"), lsn=10)))
+    assert ("command", "UPSERT_EMPLOYEE", "W1") in summary(
+        h.send(change(HR, hr(status="LEAVE"), lsn=10))
+    )
     assert summary(h.send(change(HR, hr("W2", status="TERMINATED"), lsn=11))) == [
         ("golden", "W2", "record")
     ]
@@ -90,7 +93,8 @@ def test_out_of_order_older_version_is_ignored(h: Harness) -> None:
     assert of_kind(newer, "command")[0]["payload"]["cost_center"] == "CC2"
     assert h.send(change(HR, hr(cc="CC1"), lsn=11)) == []
     state = h.state("W1")
-    assert state is not None and state["hr"]["cost_center"] == "CC2"
+    assert state is not None
+    assert state["hr"]["cost_center"] == "CC2"
 
 
 def test_genuine_new_change_gets_new_command_id(h: Harness) -> None:
@@ -108,7 +112,8 @@ def test_command_ids_do_not_depend_on_arrival_order(tmp_path: Path) -> None:
     b.send(change(CC, cost_center("CC1"), lsn=1))
     ids_a = [c["command_id"] for c in of_kind(a.emitted, "command")]
     ids_b = [c["command_id"] for c in of_kind(b.emitted, "command")]
-    assert ids_a == ids_b and len(ids_a) == 1
+    assert ids_a == ids_b
+    assert len(ids_a) == 1
 
 
 def test_hr_delete_of_unsynced_worker_resolves_and_tombstones_golden(h: Harness) -> None:
@@ -145,7 +150,9 @@ def test_invalid_cost_center_raises_exception_not_command(
 
 def test_invalid_cost_center_resolves_when_cost_center_is_activated(h: Harness) -> None:
     opened = of_kind(h.send(change(HR, hr(cc="CC-OFF"), lsn=10)), "exception")[0]
-    emits = h.send(change(CC, cost_center("CC-OFF"), lsn=30, before=cost_center("CC-OFF", active=False)))
+    emits = h.send(
+        change(CC, cost_center("CC-OFF"), lsn=30, before=cost_center("CC-OFF", active=False))
+    )
     assert summary(emits) == [
         ("exception", "WORKER_INVALID_COST_CENTER", "RESOLVED"),
         ("command", "UPSERT_EMPLOYEE", "W1"),
@@ -158,7 +165,8 @@ def test_invalid_cost_center_resolves_when_cost_center_is_activated(h: Harness) 
 
 def test_unknown_cost_center_parks_then_times_out_then_resolves(h: Harness) -> None:
     parked = h.send(change(HR, hr(cc="CC9"), lsn=10))
-    assert of_kind(parked, "exception") == [] and of_kind(parked, "command") == []
+    assert of_kind(parked, "exception") == []
+    assert of_kind(parked, "command") == []
     assert h.tick(NOW + TIMEOUT_MS - 1) == []
     timed_out = h.tick(NOW + TIMEOUT_MS)
     (exc,) = of_kind(timed_out, "exception")
@@ -195,7 +203,8 @@ def test_field_drift_on_update_alerts_and_corrects_erp(h: Harness) -> None:
         {"field": "cost_center", "owner": "HR", "values": {"HR": "CC2", "ERP": "CC1"}}
     ]
     cmd = of_kind(emits, "command")[0]
-    assert cmd["payload"]["erp_employee_id"] == "E1" and cmd["payload"]["cost_center"] == "CC2"
+    assert cmd["payload"]["erp_employee_id"] == "E1"
+    assert cmd["payload"]["cost_center"] == "CC2"
     fixed = h.send(change(ERP, erp(cc="CC2"), lsn=21, before=erp()))
     assert summary(fixed)[0] == ("alert", "WORKER_FIELD_DRIFT", "RESOLVED")
     assert of_kind(fixed, "alert")[0]["alert_id"] == alert["alert_id"]
@@ -248,7 +257,8 @@ def test_orphan_erp_employee_alerts_only_after_grace(h: Harness) -> None:
     emits = h.tick(NOW + GRACE_MS)
     (alert,) = of_kind(emits, "alert")
     assert alert["rule"] == "ERP_EMPLOYEE_WITHOUT_HR_WORKER"
-    assert alert["entity_type"] == "erp_employee" and alert["entity_id"] == "E1"
+    assert alert["entity_type"] == "erp_employee"
+    assert alert["entity_id"] == "E1"
     late = h.send(change(HR, hr("W404"), lsn=10), now=NOW + GRACE_MS + 1)
     assert ("alert", "ERP_EMPLOYEE_WITHOUT_HR_WORKER", "RESOLVED") in summary(late)
 
@@ -279,4 +289,45 @@ def test_erp_employee_relinked_to_another_worker(h: Harness) -> None:
     assert ("alert", "WORKER_MISSING_IN_ERP", "OPEN") in kinds  # W1 lost its employee
     assert ("alert", "WORKER_MISSING_IN_ERP", "RESOLVED") in kinds  # W2 found one
     w1 = h.state("W1")
-    assert w1 is not None and w1["erp"] == {}
+    assert w1 is not None
+    assert w1["erp"] == {}
+
+
+# -- arrival order: the reorder window ---------------------------------------------------
+def buffered_harness(path: Path, window_ms: int) -> Harness:
+    harness = Harness(path)
+    harness.flow.config = type(harness.flow.config)(GRACE_MS, TIMEOUT_MS, window_ms)
+    return harness
+
+
+def test_reorder_window_applies_changes_in_source_time_order(tmp_path: Path) -> None:
+    ids = []
+    for name, order in (("erp-first", ("erp", "hr")), ("hr-first", ("hr", "erp"))):
+        h = buffered_harness(tmp_path / name, 2_000)
+        h.send(change(CC, cost_center("CC1"), lsn=1))
+        h.send(change(CC, cost_center("CC2"), lsn=2))
+        # ERP committed its change before HR did (source ts), whatever the arrival order
+        e = change(ERP, erp(cc="CC1"), lsn=10)
+        w = change(HR, hr(cc="CC2"), lsn=20)
+        first, second = (e, w) if order[0] == "erp" else (w, e)
+        assert h.send(first, now=NOW) == []  # waits in the buffer
+        assert h.send(second, now=NOW + 500) == []
+        released = h.tick(NOW + 2_000) + h.tick(NOW + 2_500)
+        assert summary(released) == [
+            ("golden", "W1", "record"),  # the ERP employee, applied first
+            ("alert", "WORKER_FIELD_DRIFT", "OPEN"),
+            ("command", "UPSERT_EMPLOYEE", "E1"),
+            ("golden", "W1", "record"),
+        ]
+        ids.append([c["command_id"] for c in of_kind(h.emitted, "command")])
+    assert ids[0] == ids[1]
+    assert len(ids[0]) == 1
+
+
+def test_reorder_buffer_survives_a_restart(tmp_path: Path) -> None:
+    h = buffered_harness(tmp_path / "s", 2_000)
+    h.send(change(CC, cost_center("CC1"), lsn=1), now=NOW)
+    h.send(change(HR, hr(), lsn=10), now=NOW)
+    h.store.close()
+    again = buffered_harness(tmp_path / "s", 2_000)
+    assert ("command", "UPSERT_EMPLOYEE", "W1") in summary(again.tick(NOW + 2_000))

@@ -18,8 +18,13 @@ GRACE_MS = 60_000
 TIMEOUT_MS = 120_000
 
 
-def hr(worker_id: str = "W1", status: str = "ACTIVE", cc: str | None = "CC1",
-       le: str = "LE1", **extra: Any) -> dict[str, Any]:
+def hr(
+    worker_id: str = "W1",
+    status: str = "ACTIVE",
+    cc: str | None = "CC1",
+    le: str = "LE1",
+    **extra: Any,
+) -> dict[str, Any]:
     return {
         "worker_id": worker_id,
         "full_name": "Grace Hopper",
@@ -35,8 +40,13 @@ def hr(worker_id: str = "W1", status: str = "ACTIVE", cc: str | None = "CC1",
     } | extra
 
 
-def erp(erp_id: str = "E1", worker_id: str | None = "W1", active: bool = True,
-        cc: str | None = "CC1", le: str = "LE1") -> dict[str, Any]:
+def erp(
+    erp_id: str = "E1",
+    worker_id: str | None = "W1",
+    active: bool = True,
+    cc: str | None = "CC1",
+    le: str = "LE1",
+) -> dict[str, Any]:
     return {
         "erp_employee_id": erp_id,
         "worker_id": worker_id,
@@ -54,8 +64,16 @@ def cost_center(cc_id: str = "CC1", le: str = "LE1", active: bool = True) -> dic
 _KEYS = {HR: "worker_id", ERP: "erp_employee_id", CC: "cost_center_id"}
 
 
-def change(topic: str, after: dict[str, Any] | None, *, lsn: int, before: dict[str, Any] | None = None,
-           op: str | None = None, offset: int | None = None, entity_id: str | None = None) -> Change:
+def change(
+    topic: str,
+    after: dict[str, Any] | None,
+    *,
+    lsn: int,
+    before: dict[str, Any] | None = None,
+    op: str | None = None,
+    offset: int | None = None,
+    entity_id: str | None = None,
+) -> Change:
     image = after if after is not None else before
     key = entity_id or (image or {})[_KEYS[topic]]
     if op is None:
@@ -69,8 +87,9 @@ class Harness:
 
     def __init__(self, path: Path) -> None:
         self.store = PartitionStore(path)
-        self.flow = WorkerFlow(FlowConfig(orphan_grace_ms=GRACE_MS,
-                                          dependency_timeout_ms=TIMEOUT_MS))
+        self.flow = WorkerFlow(
+            FlowConfig(orphan_grace_ms=GRACE_MS, dependency_timeout_ms=TIMEOUT_MS)
+        )
         self.links: dict[str, dict[str, Any]] = {}
         self.emitted: list[Emit] = []
 

@@ -21,12 +21,15 @@ EXIT_USAGE = 2
 
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection (override PSSYNC_* environment variables)")
-    g.add_argument("--bootstrap", metavar="HOST:PORT",
-                   help="Kafka bootstrap servers (PSSYNC_KAFKA_BOOTSTRAP)")
-    g.add_argument("--registry-url", metavar="URL",
-                   help="schema registry URL (PSSYNC_SCHEMA_REGISTRY_URL)")
-    g.add_argument("--topic-prefix", metavar="PREFIX",
-                   help="prefix on every topic name (PSSYNC_TOPIC_PREFIX)")
+    g.add_argument(
+        "--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (PSSYNC_KAFKA_BOOTSTRAP)"
+    )
+    g.add_argument(
+        "--registry-url", metavar="URL", help="schema registry URL (PSSYNC_SCHEMA_REGISTRY_URL)"
+    )
+    g.add_argument(
+        "--topic-prefix", metavar="PREFIX", help="prefix on every topic name (PSSYNC_TOPIC_PREFIX)"
+    )
 
 
 def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -47,67 +50,104 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pssync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dev = sub.add_parser("dev", help="local Kafka + schema registry (real, from Maven Central)",
-                         description="Run a local single-node Kafka (KRaft) and an Apicurio "
-                         "schema registry in the background. Cached under ~/.cache/pssync; "
-                         "logs and pids under ~/.local/state/pssync/dev.")
-    dev.add_argument("action", choices=["up", "down", "status"],
-                     help="up: start and wait until both answer (idempotent); down: stop what "
-                     "up started; status: what runs and answers")
-    dev.add_argument("--kafka-port", type=int, help="broker port (default 9092; controller +1; "
-                     "PSSYNC_DEV_KAFKA_PORT)")
-    dev.add_argument("--registry-port", type=int,
-                     help="registry port (default 8081; PSSYNC_DEV_REGISTRY_PORT)")
+    dev = sub.add_parser(
+        "dev",
+        help="local Kafka + schema registry (real, from Maven Central)",
+        description="Run a local single-node Kafka (KRaft) and an Apicurio "
+        "schema registry in the background. Cached under ~/.cache/pssync; "
+        "logs and pids under ~/.local/state/pssync/dev.",
+    )
+    dev.add_argument(
+        "action",
+        choices=["up", "down", "status"],
+        help="up: start and wait until both answer (idempotent); down: stop what "
+        "up started; status: what runs and answers",
+    )
+    dev.add_argument(
+        "--kafka-port",
+        type=int,
+        help="broker port (default 9092; controller +1; PSSYNC_DEV_KAFKA_PORT)",
+    )
+    dev.add_argument(
+        "--registry-port", type=int, help="registry port (default 8081; PSSYNC_DEV_REGISTRY_PORT)"
+    )
 
-    topics = sub.add_parser("topics", help="create the contract's topics",
-                            description="Create every contract topic that does not exist "
-                            "(reconciled.* compacted). Existing topics are left as they are.")
+    topics = sub.add_parser(
+        "topics",
+        help="create the contract's topics",
+        description="Create every contract topic that does not exist "
+        "(reconciled.* compacted). Existing topics are left as they are.",
+    )
     topics.add_argument("action", choices=["create", "list"])
     topics.add_argument("--partitions", type=int, default=3, help="partitions per topic (3)")
-    topics.add_argument("--partitions-for", action="append", default=[], metavar="TOPIC=N",
-                        help="partitions of one topic, e.g. cdc.hr.worker=6 (repeatable)")
+    topics.add_argument(
+        "--partitions-for",
+        action="append",
+        default=[],
+        metavar="TOPIC=N",
+        help="partitions of one topic, e.g. cdc.hr.worker=6 (repeatable)",
+    )
     _common(topics)
 
     produce = sub.add_parser(
-        "produce", help="send JSON lines to contract topics",
+        "produce",
+        help="send JSON lines to contract topics",
         description='Each line: {"topic": ..., "key": ..., "value": ...} in the contract\'s '
-        "JSON form (value null = tombstone; optional \"headers\"). Encoded with the topic's "
+        'JSON form (value null = tombstone; optional "headers"). Encoded with the topic\'s '
         "registered Avro schema. Bad lines are reported with line number and field and are "
-        "not sent; the exit code is 1 if any line was bad.")
-    produce.add_argument("--file", required=True, metavar="F.jsonl",
-                         help="input file, or - for standard input")
+        "not sent; the exit code is 1 if any line was bad.",
+    )
+    produce.add_argument(
+        "--file", required=True, metavar="F.jsonl", help="input file, or - for standard input"
+    )
     _common(produce)
 
     consume = sub.add_parser(
-        "consume", help="print records of topics as JSON lines",
-        description="One JSON line per record: topic, partition, offset, key, value, headers.")
+        "consume",
+        help="print records of topics as JSON lines",
+        description="One JSON line per record: topic, partition, offset, key, value, headers.",
+    )
     consume.add_argument("topics", nargs="+", metavar="TOPIC", help="contract topic names")
-    consume.add_argument("--from-beginning", action="store_true",
-                         help="start at the earliest offset (default: only new records)")
-    consume.add_argument("--idle-timeout", type=float, metavar="S",
-                         help="exit after S seconds with nothing new (default: run until ^C)")
+    consume.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the earliest offset (default: only new records)",
+    )
+    consume.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="S",
+        help="exit after S seconds with nothing new (default: run until ^C)",
+    )
     consume.add_argument("--max", type=int, metavar="N", help="exit after N records")
     _common(consume)
 
     worker = sub.add_parser(
-        "worker", help="run a stream-processing worker (every agent)",
+        "worker",
+        help="run a stream-processing worker (every agent)",
         description="Runs every agent; joins partitions with other workers of the same "
-        "PSSYNC_APP_ID. HTTP: GET /health, /ready, /stats on PSSYNC_WEB_PORT.")
+        "PSSYNC_APP_ID. HTTP: GET /health, /ready, /stats on PSSYNC_WEB_PORT.",
+    )
     worker.add_argument("--app-id", help="consumer group / application id (PSSYNC_APP_ID)")
     worker.add_argument("--web-port", type=int, help="HTTP port (PSSYNC_WEB_PORT, 6066)")
     worker.add_argument("--data-dir", type=Path, help="RocksDB state dir (PSSYNC_DATA_DIR)")
     _common(worker)
 
     demo = sub.add_parser(
-        "demo", help="the main job: local stack, a worker, and a seeded demo feed",
+        "demo",
+        help="the main job: local stack, a worker, and a seeded demo feed",
         description="Starts the local stack (unless --no-stack), a worker, and feeds a "
         "seeded, realistic stream of HR and ERP changes with drift in it; prints what comes "
-        "out. Runs until ^C or --duration.")
+        "out. Runs until ^C or --duration.",
+    )
     demo.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     demo.add_argument("--seed", type=int, default=7, help="random seed (7)")
     demo.add_argument("--workers", type=int, default=40, help="HR workers in the firm (40)")
-    demo.add_argument("--no-stack", action="store_true",
-                      help="use the Kafka and registry from PSSYNC_* instead of `dev up`")
+    demo.add_argument(
+        "--no-stack",
+        action="store_true",
+        help="use the Kafka and registry from PSSYNC_* instead of `dev up`",
+    )
     demo.add_argument("--web-port", type=int, help="the worker's HTTP port (6066)")
     _common(demo)
     return parser
@@ -155,8 +195,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from pssync import devstack
 
-    cfg = devstack.StackConfig.from_env(kafka_port=args.kafka_port,
-                                        registry_port=args.registry_port)
+    cfg = devstack.StackConfig.from_env(
+        kafka_port=args.kafka_port, registry_port=args.registry_port
+    )
     if args.action == "up":
         result = devstack.up(cfg)
         for name, what in result.items():
@@ -201,8 +242,10 @@ def cmd_topics(args: argparse.Namespace) -> int:
         return 0
     result = ensure_topics(settings, specs)
     for s in specs:
-        print(f"{result[s.name]:8} {s.name} ({s.partitions} partitions"
-              f"{', compacted' if s.compacted else ''})")
+        print(
+            f"{result[s.name]:8} {s.name} ({s.partitions} partitions"
+            f"{', compacted' if s.compacted else ''})"
+        )
     return 0
 
 
@@ -220,9 +263,12 @@ def cmd_produce(args: argparse.Namespace) -> int:
             settings, codec, handle, on_error=lambda e: print(f"error: {e}", file=sys.stderr)
         )
     topics = ", ".join(f"{t}={n}" for t, n in sorted(report.by_topic.items()))
-    print(f"sent {report.sent} records" + (f" ({topics})" if topics else "")
-          + (f"; {len(report.errors)} lines rejected" if report.errors else ""),
-          file=sys.stderr)
+    print(
+        f"sent {report.sent} records"
+        + (f" ({topics})" if topics else "")
+        + (f"; {len(report.errors)} lines rejected" if report.errors else ""),
+        file=sys.stderr,
+    )
     return 1 if report.errors else 0
 
 
@@ -235,8 +281,9 @@ def cmd_consume(args: argparse.Namespace) -> int:
         raise ValueError(f"{unknown[0]!r} is not a contract topic")
     settings = settings_from(args)
     codec = _codec(settings, args.topics)
-    records = consume_records(settings, codec, args.topics, args.from_beginning,
-                              args.idle_timeout, args.max)
+    records = consume_records(
+        settings, codec, args.topics, args.from_beginning, args.idle_timeout, args.max
+    )
     write_jsonl(records)
     return 0
 
@@ -244,8 +291,9 @@ def cmd_consume(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from pssync.worker import run_worker
 
-    settings = settings_from(args, app_id=args.app_id, web_port=args.web_port,
-                             data_dir=args.data_dir)
+    settings = settings_from(
+        args, app_id=args.app_id, web_port=args.web_port, data_dir=args.data_dir
+    )
     return run_worker(settings)
 
 

@@ -14,8 +14,9 @@ WORKER_KEYED = "worker-keyed"
 
 def raw_topic(app: faust.App, physical: str) -> Any:
     """A topic consumed as raw bytes: decoding is ours (batched, with DLQ)."""
-    return app.topic(physical, key_type=bytes, value_type=bytes,
-                     key_serializer="raw", value_serializer="raw")
+    return app.topic(
+        physical, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
 
 
 async def batches(rt: Runtime, stream: Any) -> AsyncIterator[list[Inbound]]:

@@ -32,6 +32,11 @@ def register(app: faust.App, rt: Runtime) -> None:
             for change in decoded.changes:
                 message = {"kind": "cost_center", "change": change.to_json()}
                 for partition in range(n):
-                    rt.send_internal(keyed, f"cc:{change.entity_id}", message,
-                                     partition=partition, correlation_id=change.correlation_id)
+                    rt.send_internal(
+                        keyed,
+                        f"cc:{change.entity_id}",
+                        message,
+                        partition=partition,
+                        correlation_id=change.correlation_id,
+                    )
             await rt.commit([])

@@ -42,7 +42,12 @@ def register(app: faust.App, rt: Runtime) -> None:
                     link = view.get_for_update(change.entity_id, new_link())
                     message = {"kind": "change", "change": change.to_json()}
                     for target in erp_employee_targets(link, change):
-                        rt.send_internal(keyed, target, message | {"key": target},
-                                         partitions=n, correlation_id=change.correlation_id)
+                        rt.send_internal(
+                            keyed,
+                            target,
+                            message | {"key": target},
+                            partitions=n,
+                            correlation_id=change.correlation_id,
+                        )
                 views.append((links, partition, view))
             await rt.commit(views)

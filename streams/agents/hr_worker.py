@@ -30,8 +30,11 @@ def register(app: faust.App, rt: Runtime) -> None:
             decoded = await rt.decode(records)
             rt.send(decoded.dead)
             for change in decoded.changes:
-                rt.send_internal(keyed, change.entity_id,
-                                 {"kind": "change", "key": change.entity_id,
-                                  "change": change.to_json()},
-                                 partitions=n, correlation_id=change.correlation_id)
+                rt.send_internal(
+                    keyed,
+                    change.entity_id,
+                    {"kind": "change", "key": change.entity_id, "change": change.to_json()},
+                    partitions=n,
+                    correlation_id=change.correlation_id,
+                )
             await rt.commit([])

@@ -32,6 +32,7 @@ def register(app: faust.App, rt: Runtime) -> None:
         FlowConfig(
             orphan_grace_ms=int(settings.orphan_grace_s * 1000),
             dependency_timeout_ms=int(settings.dependency_timeout_s * 1000),
+            reorder_window_ms=int(settings.reorder_window_s * 1000),
         )
     )
 
@@ -50,7 +51,7 @@ def register(app: faust.App, rt: Runtime) -> None:
                 views.append((workers, partition, view))
             await rt.commit(views)
 
-    @app.timer(interval=settings.tick_interval_s, name="worker-ticks")
+    @app.timer(interval=settings.tick_interval_s, name="worker-ticks")  # type: ignore[untyped-decorator]
     async def ticks() -> None:
         """Asks each owned worker-keyed partition to run its time-driven rules."""
         now_ms = int(time.time() * 1000)

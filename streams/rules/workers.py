@@ -116,9 +116,7 @@ class Timing:
     dependency_timeout_ms: int
 
 
-def _cost_center_check(
-    hr: Record, cost_centers: Mapping[str, Record]
-) -> tuple[str, str | None]:
+def _cost_center_check(hr: Record, cost_centers: Mapping[str, Record]) -> tuple[str, str | None]:
     """('ok'|'invalid'|'unknown', reason) for the HR worker's cost center in the ERP."""
     cc_id = hr.get("cost_center")
     if not cc_id:
@@ -214,9 +212,7 @@ def evaluate(state: Record, cost_centers: Mapping[str, Record], timing: Timing) 
                     severity="INFO",
                     entity_type="worker",
                     entity_id=worker_id,
-                    fields=(
-                        FieldDiff("erp_employee_id", "ERP", {"HR": worker_id, "ERP": None}),
-                    ),
+                    fields=(FieldDiff("erp_employee_id", "ERP", {"HR": worker_id, "ERP": None}),),
                     remediation=(
                         "pssync has sent UPSERT_EMPLOYEE; if this stays open, check the "
                         "ERP sink and any WORKER_INVALID_COST_CENTER exception."
@@ -325,9 +321,7 @@ def evaluate(state: Record, cost_centers: Mapping[str, Record], timing: Timing) 
                         entity_type="erp_employee",
                         entity_id=erp_id,
                         fields=(
-                            FieldDiff(
-                                "worker_id", "HR", {"HR": None, "ERP": erp.get("worker_id")}
-                            ),
+                            FieldDiff("worker_id", "HR", {"HR": None, "ERP": erp.get("worker_id")}),
                         ),
                         remediation=(
                             "The ERP has an active employee HR does not know: link it to "
