@@ -203,8 +203,12 @@ def fetch_kafka(cfg: StackConfig, mvn: str) -> Path:
         return home
     home.mkdir(parents=True, exist_ok=True)
     (home / "pom.xml").write_text(KAFKA_POM.format(kafka=KAFKA_VERSION, log4j=LOG4J_VERSION))
-    _mvn(mvn, ["dependency:copy-dependencies", "-DoutputDirectory=lib",
-               "-DincludeScope=runtime"], home, f"Apache Kafka {KAFKA_VERSION}")
+    _mvn(
+        mvn,
+        ["dependency:copy-dependencies", "-DoutputDirectory=lib", "-DincludeScope=runtime"],
+        home,
+        f"Apache Kafka {KAFKA_VERSION}",
+    )
     (home / "log4j2.xml").write_text(LOG4J2)
     marker.touch()
     return home
@@ -217,11 +221,19 @@ def fetch_registry(cfg: StackConfig, mvn: str, version: str) -> Path:
         return home
     home.mkdir(parents=True, exist_ok=True)
     artifact = f"io.apicurio:apicurio-registry-app:{version}:tar.gz:all"
-    _mvn(mvn, ["dependency:get", f"-Dartifact={artifact}", "-Dtransitive=false"],
-         home, f"Apicurio Registry {version}")
+    _mvn(
+        mvn,
+        ["dependency:get", f"-Dartifact={artifact}", "-Dtransitive=false"],
+        home,
+        f"Apicurio Registry {version}",
+    )
     repo = Path(os.environ.get("MAVEN_REPO") or Path.home() / ".m2" / "repository")
-    tarball = (repo / "io/apicurio/apicurio-registry-app" / version
-               / f"apicurio-registry-app-{version}-all.tar.gz")
+    tarball = (
+        repo
+        / "io/apicurio/apicurio-registry-app"
+        / version
+        / f"apicurio-registry-app-{version}-all.tar.gz"
+    )
     with tarfile.open(tarball) as tar:
         tar.extractall(home, filter="data")
     marker.touch()
@@ -248,8 +260,12 @@ class Service:
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
-                argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                argv,
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
@@ -301,8 +317,9 @@ def _wait(check: object, what: str, svc: Service, timeout_s: float) -> None:
         if check():  # type: ignore[operator]
             return
         if svc.pid() is None:
-            raise DevStackError(f"{what} exited during start-up; last log lines "
-                                f"({svc.log_file}):\n{svc.log_tail()}")
+            raise DevStackError(
+                f"{what} exited during start-up; last log lines ({svc.log_file}):\n{svc.log_tail()}"
+            )
         time.sleep(0.5)
     raise DevStackError(f"{what} did not answer within {timeout_s:.0f}s; see {svc.log_file}")
 
@@ -328,41 +345,61 @@ def start_kafka(cfg: StackConfig, java: str, mvn: str) -> str:
         props = svc.dir / "server.properties"
         props.parent.mkdir(parents=True, exist_ok=True)
         props.write_text(
-            "\n".join([
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.bootstrap.servers=127.0.0.1:{cfg.controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{cfg.kafka_port},"
-                f"CONTROLLER://127.0.0.1:{cfg.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{cfg.kafka_port},"
-                f"CONTROLLER://127.0.0.1:{cfg.controller_port}",
-                "inter.broker.listener.name=PLAINTEXT",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                f"log.dirs={data}",
-                "num.partitions=1",
-                "default.replication.factor=1",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=3",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=false",
-                "",
-            ])
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers=127.0.0.1:{cfg.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{cfg.kafka_port},"
+                    f"CONTROLLER://127.0.0.1:{cfg.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{cfg.kafka_port},"
+                    f"CONTROLLER://127.0.0.1:{cfg.controller_port}",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={data}",
+                    "num.partitions=1",
+                    "default.replication.factor=1",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=3",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                    "",
+                ]
+            )
         )
-        jopts = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                 f"-Dlog4j2.configurationFile={home / 'log4j2.xml'}",
-                 f"-Dkafka.logs.dir={svc.dir}"]
+        jopts = [
+            "-Xms256m",
+            "-Xmx768m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={home / 'log4j2.xml'}",
+            f"-Dkafka.logs.dir={svc.dir}",
+        ]
         cp = str(home / "lib") + "/*"
         if not (data / "meta.properties").exists():
             cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             fmt = subprocess.run(
-                [java, *jopts, "-cp", cp, "kafka.tools.StorageTool", "format", "-t",
-                 cluster_id, "-c", str(props), "--standalone", "--ignore-formatted"],
-                capture_output=True, text=True,
+                [
+                    java,
+                    *jopts,
+                    "-cp",
+                    cp,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                    "--standalone",
+                    "--ignore-formatted",
+                ],
+                capture_output=True,
+                text=True,
             )
             if fmt.returncode != 0:
                 raise DevStackError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
@@ -385,21 +422,29 @@ def start_registry(cfg: StackConfig, javas: list[tuple[int, str]], mvn: str) -> 
         else:
             jar = next(home.glob("*-runner.jar"))
         argv = [
-            java, "-Xms64m", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-            "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={cfg.registry_port}",
+            java,
+            "-Xms64m",
+            "-Xmx256m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Dquarkus.http.host=127.0.0.1",
+            f"-Dquarkus.http.port={cfg.registry_port}",
             "-Dquarkus.management.host=127.0.0.1",
             f"-Dquarkus.management.port={cfg.registry_mgmt_port}",
             "-Dapicurio.datasource.jdbc.initial-size=2",
             "-Dapicurio.datasource.jdbc.min-size=2",
             "-Dapicurio.datasource.jdbc.max-size=10",
-            "-jar", str(jar),
+            "-jar",
+            str(jar),
         ]
         svc.start(argv, home)
     _wait(lambda: registry_ready(cfg), "the schema registry", svc, 180)
     # Make compatibility explicit: the contract evolves by adding defaulted fields.
     req = urllib.request.Request(
-        cfg.registry_url + "/config", data=json.dumps({"compatibility": "BACKWARD"}).encode(),
-        method="PUT", headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+        cfg.registry_url + "/config",
+        data=json.dumps({"compatibility": "BACKWARD"}).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
     )
     urllib.request.urlopen(req, timeout=10).close()
     return "started"
@@ -423,8 +468,16 @@ def down(cfg: StackConfig) -> dict[str, str]:
 def status(cfg: StackConfig) -> dict[str, dict[str, object]]:
     kafka, registry = Service("kafka", cfg), Service("registry", cfg)
     return {
-        "kafka": {"pid": kafka.pid(), "answering": kafka_ready(cfg),
-                  "bootstrap": cfg.bootstrap, "log": str(kafka.log_file)},
-        "registry": {"pid": registry.pid(), "answering": registry_ready(cfg),
-                     "url": cfg.registry_url, "log": str(registry.log_file)},
+        "kafka": {
+            "pid": kafka.pid(),
+            "answering": kafka_ready(cfg),
+            "bootstrap": cfg.bootstrap,
+            "log": str(kafka.log_file),
+        },
+        "registry": {
+            "pid": registry.pid(),
+            "answering": registry_ready(cfg),
+            "url": cfg.registry_url,
+            "log": str(registry.log_file),
+        },
     }
