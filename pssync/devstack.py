@@ -250,11 +250,19 @@ class Service:
         self.log_file = self.dir / f"{name}.log"
 
     def pid(self) -> int | None:
+        """The pid `up` recorded, if that process still runs and is still our Java."""
         try:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if pid_alive(pid) else None
+        if not pid_alive(pid):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return pid
+        # a recycled pid belongs to someone else: never signal it
+        return pid if b"java" in cmdline and str(self.cfg.cache_dir).encode() in cmdline else None
 
     def start(self, argv: list[str], cwd: Path) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)

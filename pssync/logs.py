@@ -20,7 +20,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         correlation = getattr(record, "correlation_id", None)
-        if correlation:
+        if correlation and correlation != "-":
             out["correlation_id"] = correlation
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)

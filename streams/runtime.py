@@ -251,8 +251,39 @@ class Runtime:
         )
         return Emit(DLQ_TOPIC, record.key, value, correlation, "dlq")
 
+    def failed(self, topic: str, partition: int, message: dict[str, Any], exc: Exception) -> Emit:
+        """A dead letter for an internal message whose processing raised."""
+        log.exception("processing failed on %s[%d]", topic, partition, exc_info=exc)
+        change = message.get("change") or {}
+        source = change.get("source") or {}
+        record = Inbound(
+            topic=self.settings.logical(topic),
+            partition=partition,
+            offset=int(source.get("offset", -1)),
+            key=str(message.get("key", "")).encode(),
+            value=json.dumps(message, separators=(",", ":")).encode(),
+            headers=((CORRELATION_HEADER, str(change.get("correlation_id", "")).encode()),),
+        )
+        return self.dead_letter(record, exc, "process", "processing_failed")
+
+    def log_decisions(self, emits: Sequence[Emit]) -> None:
+        """One log line per business decision, with its correlation id (no personal data)."""
+        for emit in emits:
+            value = emit.value or {}
+            if emit.kind == "command":
+                what = "command {type} {entity_id} {command_id}".format_map(value)
+            elif emit.kind in ("alert", "exception"):
+                what = (
+                    f"{emit.kind} {value.get('rule')} {value.get('state')} {value.get('entity_id')}"
+                )
+            else:
+                continue
+            log.info(what, extra={"correlation_id": emit.correlation_id})
+
     # -- send and commit --------------------------------------------------
     def send(self, emits: Sequence[Emit]) -> None:
+        if log.isEnabledFor(logging.INFO):
+            self.log_decisions(emits)
         for emit in emits:
             if emit.kind == "dlq":
                 self._send_dlq(emit)

@@ -60,6 +60,8 @@ class WorkerFlow:
     def __init__(self, config: FlowConfig) -> None:
         self.config = config
         self.duplicates = 0
+        # messages whose processing raised, with the error; the agent dead-letters them
+        self.failures: list[tuple[Record, Exception]] = []
 
     def process(self, view: StateView, messages: list[Record], now_ms: int) -> list[Emit]:
         emits: list[Emit] = []
@@ -80,10 +82,14 @@ class WorkerFlow:
         return emits
 
     def _apply(self, view: StateView, message: Record, now_ms: int) -> list[Emit]:
-        change = Change.from_json(message["change"])
-        if message["kind"] == "cost_center":
-            return self._on_cost_center(view, change, now_ms)
-        return self._on_change(view, message["key"], change, now_ms)
+        try:
+            change = Change.from_json(message["change"])
+            if message["kind"] == "cost_center":
+                return self._on_cost_center(view, change, now_ms)
+            return self._on_change(view, message["key"], change, now_ms)
+        except Exception as exc:  # a rule bug must not stop the partition: dead-letter it
+            self.failures.append((message, exc))
+            return []
 
     # -- reorder buffer ---------------------------------------------------
     @staticmethod

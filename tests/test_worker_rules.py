@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pssync.tables.view import StateView
 from tests.worker_harness import (
     CC,
     ERP,
@@ -331,3 +332,17 @@ def test_reorder_buffer_survives_a_restart(tmp_path: Path) -> None:
     h.store.close()
     again = buffered_harness(tmp_path / "s", 2_000)
     assert ("command", "UPSERT_EMPLOYEE", "W1") in summary(again.tick(NOW + 2_000))
+
+
+def test_a_message_that_breaks_a_rule_is_set_aside_and_the_rest_processed(h: Harness) -> None:
+    broken = change(HR, hr("W-X"), lsn=50)
+    message = {"kind": "change", "key": "W-X", "change": broken.to_json()}
+    del message["change"]["after"]["worker_id"]  # the rules need it: KeyError
+    good = change(HR, hr("W-Y"), lsn=51)
+    view = StateView(h.store)
+    emits = h.flow.process(
+        view, [message, {"kind": "change", "key": "W-Y", "change": good.to_json()}], NOW
+    )
+    assert [m["key"] for m, _ in h.flow.failures] == ["W-X"]
+    assert isinstance(h.flow.failures[0][1], KeyError)
+    assert ("command", "UPSERT_EMPLOYEE", "W-Y") in summary(emits)

@@ -44,10 +44,18 @@ def register(app: faust.App, rt: Runtime) -> None:
             views = []
             for partition, part in sorted(by_partition(records).items()):
                 view = await rt.partition_view(workers, partition)
-                messages = [json.loads(r.value) for r in part if r.value is not None]
+                messages = []
+                for record in part:
+                    try:
+                        messages.append(json.loads(record.value or b""))
+                    except ValueError as exc:
+                        rt.send([rt.dead_letter(record, exc, "decode", "undecodable")])
                 before = flow.duplicates
                 rt.send(flow.process(view, messages, now_ms))
                 rt.stats.duplicates += flow.duplicates - before
+                for message, error in flow.failures:
+                    rt.send([rt.failed(keyed, partition, message, error)])
+                flow.failures.clear()
                 views.append((workers, partition, view))
             await rt.commit(views)
 
