@@ -22,6 +22,7 @@ from typing import Any
 from pssync.avro.codec import Codec, DecodeError, UnknownSchemaId, load_schema_text
 from pssync.avro.contract import DLQ_TOPIC
 from pssync.avro.jsonform import JsonForm, JsonFormError
+from pssync.avro.registry import RegistryError
 from pssync.connectors.kafka import (
     CORRELATION_HEADER,
     OutputProducer,
@@ -183,10 +184,11 @@ class Runtime:
 
     async def decode(self, records: Sequence[Inbound]) -> Decoded:
         """Decode and validate a batch; what fails becomes a DLQ record."""
-        unknown = self.codec.unknown_ids(r.value for r in records)
-        unknown |= self.codec.unknown_ids(r.key for r in records)
+        live = [r for r in records if r.value is not None]
+        unknown = self.codec.unknown_ids(r.value for r in live)
+        unknown |= self.codec.unknown_ids(r.key for r in live)
         if unknown:
-            await self.codec.prefetch(unknown)
+            await self._prefetch(unknown)
         out = Decoded()
         for record in records:
             self.stats.add(self.stats.records_in, record.topic)
@@ -222,6 +224,19 @@ class Runtime:
                 out.dead.append(self.dead_letter(record, exc, "validate", "invalid"))
         self.stats.tombstones += out.tombstones
         return out
+
+    async def _prefetch(self, schema_ids: set[int]) -> None:
+        """Fetch writer schemas; while the registry is unreachable, wait and retry
+        (records are not dead-lettered for an outage: they decode once it is back)."""
+        delay = 0.5
+        while True:
+            try:
+                await self.codec.prefetch(schema_ids)
+                return
+            except RegistryError as exc:
+                log.warning("schema registry unavailable, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def dead_letter(self, record: Inbound, exc: BaseException, stage: str, reason: str) -> Emit:
         self.stats.add(self.stats.dlq, reason)

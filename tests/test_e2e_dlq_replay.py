@@ -53,10 +53,11 @@ def test_bad_records_become_dlq_records_and_the_worker_keeps_going(
     }
     # decodable, but employment_status breaks the contract's enumeration
     produce_cli(settings, [cdc_line(HR, hr("W-BAD", status="RETIRED"), lsn=5)], tmp_path)
-    # and a good record after all of them is still processed
+    # a tombstone is consumed quietly, and a good record after all of them is processed
+    tombstone = {"topic": HR, "key": {"worker_id": "W-GONE"}, "value": None}
     produce_cli(
         settings,
-        [cdc_line(CC, cost_center("CC1"), lsn=1), cdc_line(HR, hr("W-OK"), lsn=6)],
+        [tombstone, cdc_line(CC, cost_center("CC1"), lsn=1), cdc_line(HR, hr("W-OK"), lsn=6)],
         tmp_path,
     )
     drained(settings)
@@ -88,6 +89,7 @@ def test_bad_records_become_dlq_records_and_the_worker_keeps_going(
     status, stats = worker.get("/stats")
     assert status == 200
     assert stats["dlq"] == {"undecodable": 1, "unknown_schema_id": 1, "invalid": 1}
+    assert stats["tombstones"] == 1
 
 
 def scenario() -> list[dict[str, object]]:

@@ -152,6 +152,12 @@ def test_worker_scenario_exact_outputs(
     }
     assert golden["W-3"]["legal_entity"] == "LE-UK"
     assert golden["W-3"]["erp_legal_entity"] == "LE-UK"
+    # every decision is logged with its correlation id (and no personal data)
+    log = worker.log(tail=0)
+    for record in out["erp.cmd.employee"]:
+        assert f"[{record['value']['correlation_id']}] command {record['value']['type']}" in log
+    assert "Grace Hopper" not in log
+    assert "grace@example.com" not in log
     status, stats = worker.get("/stats")
     assert status == 200
     assert stats["duplicates"] >= 1
