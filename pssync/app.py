@@ -64,7 +64,7 @@ def prepare(settings: Settings, partitions: int | None = None) -> Codec:
 def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        settings.app_id,
+        settings.group_id,
         broker=settings.kafka_url,
         autodiscover=list(MODULES),
         origin="pssync",

@@ -80,6 +80,11 @@ class Settings(BaseModel):
             return physical[len(self.topic_prefix) :]
         return physical
 
+    @property
+    def group_id(self) -> str:
+        """The consumer group (Faust app id): isolated per topic prefix, like the topics."""
+        return f"{self.topic_prefix}{self.app_id}"
+
     def internal_topic(self, name: str) -> str:
         return f"{self.topic_prefix}{self.app_id}-{name}"
 

@@ -111,7 +111,7 @@ def wait_drained(settings: Settings, physical_topics: list[str], timeout_s: floa
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": settings.app_id,
+            "group.id": settings.group_id,
             "enable.auto.commit": False,
         }
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -284,7 +285,10 @@ def cmd_consume(args: argparse.Namespace) -> int:
     records = consume_records(
         settings, codec, args.topics, args.from_beginning, args.idle_timeout, args.max
     )
-    write_jsonl(records)
+    try:
+        write_jsonl(records)
+    except BrokenPipeError:  # e.g. `pssync consume ... | head`: the reader is gone, stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
