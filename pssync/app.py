@@ -26,22 +26,26 @@ from pssync.connectors.kafka import (
     partition_count,
 )
 from pssync.settings import Settings
-from pssync.streams.agents import MODULES
-from pssync.streams.agents.base import WORKER_KEYED
-from pssync.streams.agents.erp_employee import LINKS
-from pssync.streams.agents.erp_employee import TOPIC as ERP_EMPLOYEE_TOPIC
+from pssync.streams.agents import INGEST_MODULES, MODULES
+from pssync.streams.agents.base import INTERNAL_TOPICS, PROJECT_KEYED, WORKER_KEYED
+from pssync.streams.agents.project_keyed import TABLE as PROJECTS_TABLE
 from pssync.streams.agents.worker_keyed import TABLE as WORKERS_TABLE
 from pssync.streams.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
-def table_sources(settings: Settings) -> dict[str, str]:
+def state_tables(settings: Settings) -> dict[str, str]:
     """Each state table and the physical topic it is co-partitioned with."""
-    return {
+    tables = {
         WORKERS_TABLE: settings.internal_topic(WORKER_KEYED),
-        LINKS: settings.topic(ERP_EMPLOYEE_TOPIC),
+        PROJECTS_TABLE: settings.internal_topic(PROJECT_KEYED),
     }
+    for name in INGEST_MODULES:
+        spec = importlib.import_module(name).SPEC
+        for table in spec.link_tables():
+            tables[table] = settings.topic(spec.topic)
+    return tables
 
 
 def prepare(settings: Settings, partitions: int | None = None) -> Codec:
@@ -49,10 +53,10 @@ def prepare(settings: Settings, partitions: int | None = None) -> Codec:
     check_kafka(settings)
     n = partitions or settings.partitions
     specs = contract_topic_specs(settings, n)
-    specs.append(TopicSpec(settings.internal_topic(WORKER_KEYED), settings.partitions))
+    specs += [TopicSpec(settings.internal_topic(t), settings.partitions) for t in INTERNAL_TOPICS]
     ensure_topics(settings, specs)
     changelogs = []
-    for table, source in table_sources(settings).items():
+    for table, source in state_tables(settings).items():
         count = partition_count(settings, source) or settings.partitions
         changelogs.append(TopicSpec(settings.internal_topic(f"{table}-changelog"), count, True))
     ensure_topics(settings, changelogs)
@@ -82,7 +86,7 @@ def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
     rt = Runtime(settings, codec, OutputProducer(settings, codec))
     for name in MODULES:
         importlib.import_module(name).register(app, rt)
-    sources = table_sources(settings)
+    sources = rt.sources
 
     async def on_assigned(_sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
         assigned = args[0]

@@ -100,6 +100,7 @@ class Runtime:
         self.producer = producer
         self.stats = Stats()
         self.tables: dict[str, Table] = {}
+        self.sources: dict[str, str] = {}
         self._forms: dict[str, JsonForm] = {}
         self._recovering: dict[tuple[str, int], asyncio.Future[None]] = {}
         self.assigned: set[tuple[str, int]] = set()
@@ -107,7 +108,10 @@ class Runtime:
         self.state_dir = settings.data_dir / f"{settings.topic_prefix}{settings.app_id}"
 
     # -- state ------------------------------------------------------------
-    def table(self, name: str) -> Table:
+    def table(self, name: str, source: str | None = None) -> Table:
+        """A state table; `source` = the physical topic it is co-partitioned with."""
+        if source is not None:
+            self.sources[name] = source
         table = self.tables.get(name)
         if table is None:
             changelog = self.settings.internal_topic(f"{name}-changelog")

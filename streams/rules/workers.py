@@ -21,11 +21,11 @@ Rules (shared/domain.md):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from pssync.streams.changes import Change, SourceRef
 from pssync.streams.findings import CommandDraft, FieldDiff, Finding
+from pssync.streams.rules.common import Evaluation, Timing, is_newer, remember
 
 Record = dict[str, Any]
 
@@ -33,6 +33,7 @@ EMPLOYEE_TOPIC = "erp.cmd.employee"
 HR_TOPIC = "cdc.hr.worker"
 ERP_TOPIC = "cdc.erp.employee"
 COST_CENTER_TOPIC = "cdc.erp.cost_center"
+RATE_TOPIC = "cdc.erp.cost_rate"
 
 STAFFED_STATUSES = frozenset({"ACTIVE", "LEAVE"})
 
@@ -52,27 +53,6 @@ def new_state(key: str) -> Record:
     }
 
 
-def is_newer(seen: Mapping[str, Any], ref: SourceRef) -> bool:
-    """True if `ref` is a newer version of its source row than any applied before.
-
-    Ordered by the source log position (`lsn`) where both have one, else by
-    the source commit time. A redelivered change (same lsn) is not newer.
-    """
-    last = seen.get(f"{ref.topic}|{ref.key}")
-    if last is None:
-        return True
-    last_lsn, last_ts = last
-    if ref.lsn is not None and last_lsn is not None:
-        return bool(ref.lsn > last_lsn)
-    if ref.ts_ms is not None and last_ts is not None:
-        return bool(ref.ts_ms > last_ts)
-    return True
-
-
-def remember(seen: dict[str, Any], ref: SourceRef) -> None:
-    seen[f"{ref.topic}|{ref.key}"] = [ref.lsn, ref.ts_ms]
-
-
 def apply_change(state: Record, change: Change) -> bool:
     """Fold `change` into `state`; False if it was a duplicate or out of date."""
     if not is_newer(state["seen"], change.source):
@@ -81,6 +61,12 @@ def apply_change(state: Record, change: Change) -> bool:
     if change.topic == HR_TOPIC:
         state["hr"] = change.after
         state["hr_src"] = change.source.to_json()
+    elif change.topic == RATE_TOPIC:
+        rates = state.setdefault("rates", {})
+        if change.after is None:
+            rates.pop(change.entity_id, None)
+        else:
+            rates[change.entity_id] = change.after
     elif change.topic == ERP_TOPIC:
         erp_id = change.entity_id
         after = change.after
@@ -99,24 +85,7 @@ def join_key_of_erp(erp: Record) -> str:
     return str(worker_id) if worker_id else f"erp:{erp['erp_employee_id']}"
 
 
-@dataclass(slots=True)
-class Evaluation:
-    findings: list[Finding] = field(default_factory=list)
-    commands: list[CommandDraft] = field(default_factory=list)
-    # dependency name -> why it is needed (parked until it arrives)
-    waiting_for: dict[str, str] = field(default_factory=dict)
-    # the next instant (ms) at which evaluation could change with time alone
-    deadline_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    now_ms: int
-    orphan_grace_ms: int
-    dependency_timeout_ms: int
-
-
-def _cost_center_check(hr: Record, cost_centers: Mapping[str, Record]) -> tuple[str, str | None]:
+def cost_center_check(hr: Record, cost_centers: Mapping[str, Record]) -> tuple[str, str | None]:
     """('ok'|'invalid'|'unknown', reason) for the HR worker's cost center in the ERP."""
     cc_id = hr.get("cost_center")
     if not cc_id:
@@ -166,7 +135,7 @@ def evaluate(state: Record, cost_centers: Mapping[str, Record], timing: Timing) 
 
     def gate(hr: Record, why: str) -> bool:
         """True if commands may be built from HR's cost center; else records why not."""
-        verdict, reason = _cost_center_check(hr, cost_centers)
+        verdict, reason = cost_center_check(hr, cost_centers)
         if verdict == "ok":
             return True
         if verdict == "unknown":
