@@ -296,9 +296,7 @@ def test_erp_employee_relinked_to_another_worker(h: Harness) -> None:
 
 # -- arrival order: the reorder window ---------------------------------------------------
 def buffered_harness(path: Path, window_ms: int) -> Harness:
-    harness = Harness(path)
-    harness.flow.config = type(harness.flow.config)(GRACE_MS, TIMEOUT_MS, window_ms)
-    return harness
+    return Harness(path, window_ms)
 
 
 def test_reorder_window_applies_changes_in_source_time_order(tmp_path: Path) -> None:
@@ -329,7 +327,7 @@ def test_reorder_buffer_survives_a_restart(tmp_path: Path) -> None:
     h = buffered_harness(tmp_path / "s", 2_000)
     h.send(change(CC, cost_center("CC1"), lsn=1), now=NOW)
     h.send(change(HR, hr(), lsn=10), now=NOW)
-    h.store.close()
+    h.close()
     again = buffered_harness(tmp_path / "s", 2_000)
     assert ("command", "UPSERT_EMPLOYEE", "W1") in summary(again.tick(NOW + 2_000))
 
