@@ -219,7 +219,7 @@ def sow(
     status: str = "SIGNED",
     le: str = "LE1",
     currency: str = "USD",
-    signed_at: str | None = "2026-05-28T00:00:00.000Z",
+    signed_at: str | None = "2026-05-28T20:26:40.000Z",
 ) -> dict[str, Any]:
     return {
         "sow_id": sow_id,
