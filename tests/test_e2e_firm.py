@@ -150,3 +150,29 @@ def test_two_workers_produce_what_one_worker_does(
     _, b = second.get("/stats")
     assert sum(a["outputs"].values()) > 0
     assert sum(b["outputs"].values()) > 0
+
+
+def test_parked_time_entry_survives_a_restart_and_posts_when_its_project_arrives(
+    settings_factory: SettingsFactory, worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    from tests.kafka_helpers import cdc_line
+    from tests.worker_harness import ERP_PROJECT, TIME, erp_project, time_entry
+
+    settings = settings_factory()
+    create_topics(settings)
+    worker = worker_factory(settings)
+    produce_cli(settings, scenarios.reference_and_erp() + scenarios.psa_and_hr()[:4], tmp_path)
+    produce_cli(
+        settings, [cdc_line(TIME, time_entry("T9", "W1", "P9", "2026-03-13"), lsn=500)], tmp_path
+    )
+    drained(settings)
+    assert collect(settings, ["erp.cmd.time_entry"], idle_s=1) == []  # parked on P9
+    worker.stop()
+
+    # a new process with empty local state: the parked entry comes back from the changelog
+    restarted = settings.model_copy(update={"data_dir": tmp_path / "fresh-disk"})
+    worker_factory(restarted)
+    produce_cli(restarted, [cdc_line(ERP_PROJECT, erp_project("EP9", "P9"), lsn=501)], tmp_path)
+    drained(restarted)
+    posted = collect(restarted, ["erp.cmd.time_entry"], idle_s=1)
+    assert [(c["value"]["type"], c["key"]) for c in posted] == [("POST_TIME_ENTRY", "T9")]
