@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--web-port", type=int, help="the worker's HTTP port (6066)")
     _common(demo)
+
+    from pssync.simulate.cli import add_parser as add_simulate_parser
+
+    _common(add_simulate_parser(sub))
     return parser
 
 
@@ -190,6 +194,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from pssync.demo import run_demo
 
         return run_demo(args)
+    if args.command == "simulate":
+        from pssync.simulate.cli import run_simulate
+
+        return run_simulate(args)
     raise AssertionError(args.command)
 
 
