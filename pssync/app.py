@@ -7,12 +7,14 @@ Kept small on purpose. Agents come from the explicit module list
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from typing import Any
 
 import faust
 from faust.web import Request, Response, View
+from prometheus_client import generate_latest
 
 from pssync.avro.codec import Codec
 from pssync.avro.contract import ALL_TOPICS
@@ -123,6 +125,17 @@ def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
             "recovering": rt.recovering(),
         }
         return self.json(body, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def metrics(self: View, request: Request) -> Response:
+        # Prometheus text format 0.0.4 (aiohttp takes the charset separately; UTF-8 default)
+        return self.bytes(
+            generate_latest(rt.metrics.registry), content_type="text/plain; version=0.0.4"
+        )
+
+    @app.timer(interval=5.0, name="consumer-lag")  # type: ignore[untyped-decorator]
+    async def consumer_lag() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, rt.refresh_lag)
 
     @app.page("/stats")
     async def stats(self: View, request: Request) -> Response:

@@ -83,6 +83,8 @@ class CommandDraft:
     rule: str
     # the source versions the payload is built from (SourceRef JSON), for causation
     sources: tuple[Record, ...] = ()
+    # when the business SLA this command ends began (ISO instant), for metrics
+    sla_start: str | None = None
 
     @property
     def command_id(self) -> str:
@@ -229,6 +231,7 @@ def issue_commands(
                 trigger.correlation_id,
                 "command",
                 trigger.source_ts_ms,
+                draft.sla_start,
             )
         )
     del issued[:-ISSUED_MEMORY]

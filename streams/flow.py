@@ -129,9 +129,14 @@ class KeyedFlow:
     ) -> list[Emit]:
         """Emit what changed for one entity, remember its deadline, mark it written."""
         view.put(key, state)
+        open_before = _open_summary(state["open"])
         emits = settle_findings(state["open"], evaluation.findings, now_ms, trigger)
         emits += issue_commands(state["issued"], evaluation.commands, now_ms, trigger)
         self.set_deadline(view, key, evaluation.deadline_ms)
+        _count(view, OPEN_INDEX, open_before, _open_summary(state["open"]))
+        waiting = sorted({d.split(":", 1)[0] for d in evaluation.waiting_for})
+        _count(view, PARKED_INDEX, state.get("waiting", []), waiting)
+        state["waiting"] = waiting
         return emits
 
     @staticmethod
@@ -197,6 +202,30 @@ class KeyedFlow:
                 trigger.source_ts_ms,
             )
         ]
+
+
+# Per-partition counts kept in state, for the gauges each worker reports about the
+# partitions it owns (read at scrape time; they move with the partition on rebalance).
+OPEN_INDEX = "idx/open"  # "alert|RULE|SEVERITY" or "exception|RULE|" -> open findings
+PARKED_INDEX = "idx/parked"  # dependency kind -> entities waiting on one
+
+
+def _open_summary(open_findings: dict[str, Record]) -> list[str]:
+    return sorted(
+        f"{slot.split('|')[0]}|{slot.split('|')[1]}|{record.get('severity') or ''}"
+        for slot, record in open_findings.items()
+    )
+
+
+def _count(view: StateView, index: str, before: list[str], after: list[str]) -> None:
+    if before == after:
+        return
+    counts: dict[str, int] = dict(view.get(index) or {})
+    for name in before:
+        counts[name] = counts.get(name, 0) - 1
+    for name in after:
+        counts[name] = counts.get(name, 0) + 1
+    view.put(index, {k: v for k, v in counts.items() if v > 0})
 
 
 def change_trigger(message: Record) -> Trigger:

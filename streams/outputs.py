@@ -38,6 +38,8 @@ class Emit:
     # kind of output, for metrics and summaries: command/alert/exception/golden/dlq
     kind: str
     source_ts_ms: int | None = None
+    # when the business clock of an SLA started (ISO instant): SOW signed, time approved
+    sla_start: str | None = None
 
 
 def causation(refs: list[SourceRef]) -> list[Record]:

@@ -31,6 +31,8 @@ from pssync.connectors.kafka import (
 )
 from pssync.settings import Settings
 from pssync.streams.changes import Change, ValidationError, to_change
+from pssync.streams.flow import OPEN_INDEX, PARKED_INDEX
+from pssync.streams.metrics import Metrics, StateCollector
 from pssync.streams.outputs import Emit
 from pssync.tables.store import PartitionStore, Table
 from pssync.tables.view import StateView
@@ -106,6 +108,12 @@ class Runtime:
         self.assigned: set[tuple[str, int]] = set()
         self.assignment_seen = False
         self.state_dir = settings.data_dir / f"{settings.topic_prefix}{settings.app_id}"
+        self.metrics = Metrics()
+        self.metrics.add_collector(StateCollector(self.snapshot))
+        # next offset to process per (physical topic, partition), for consumer lag
+        self.positions: dict[tuple[str, int], int] = {}
+        self.lag: dict[str, int] = {}
+        self._lag_probe: Any = None
 
     # -- state ------------------------------------------------------------
     def table(self, name: str, source: str | None = None) -> Table:
@@ -163,6 +171,52 @@ class Runtime:
                 n,
                 time.monotonic() - started,
             )
+
+    # -- what the owned partitions hold (gauges) -------------------------
+    def snapshot(self) -> dict[str, Any]:
+        open_counts: dict[str, int] = {}
+        parked: dict[str, int] = {}
+        keys: dict[str, int] = {}
+        for table in list(self.tables.values()):
+            for p in table.open_partitions():
+                store = table.partition(p)
+                for name, n in (store.get(OPEN_INDEX) or {}).items():
+                    open_counts[name] = open_counts.get(name, 0) + n
+                for name, n in (store.get(PARKED_INDEX) or {}).items():
+                    parked[name] = parked.get(name, 0) + n
+                keys[table.name] = keys.get(table.name, 0) + store.estimate_keys()
+        return {
+            "open": open_counts,
+            "parked": parked,
+            "keys": keys,
+            "lag": dict(self.lag),
+            "assigned": len(self.assigned),
+            "ready": self.is_recovered(),
+        }
+
+    def refresh_lag(self) -> None:
+        """Blocking: high watermarks of owned partitions minus our next offset."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        if self._lag_probe is None:
+            self._lag_probe = Consumer(
+                {
+                    "bootstrap.servers": self.settings.kafka_bootstrap,
+                    "group.id": f"{self.settings.group_id}-lag-probe",
+                }
+            )
+        lag: dict[str, int] = {}
+        for topic, partition in sorted(self.assigned):
+            try:
+                _, high = self._lag_probe.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=2
+                )
+            except Exception:  # a probe failure leaves the last value, never the worker
+                continue
+            position = self.positions.get((topic, partition), 0)
+            logical = self.settings.logical(topic)
+            lag[logical] = lag.get(logical, 0) + max(0, high - position)
+        self.lag = lag
 
     def is_recovered(self) -> bool:
         if not self.assignment_seen:
@@ -227,6 +281,18 @@ class Runtime:
             except (ValidationError, JsonFormError, KeyError, TypeError) as exc:
                 out.dead.append(self.dead_letter(record, exc, "validate", "invalid"))
         self.stats.tombstones += out.tombstones
+        counted: dict[tuple[str, str], int] = {}
+        for change in out.changes:
+            counted[(change.topic, change.op)] = counted.get((change.topic, change.op), 0) + 1
+        for record in records:
+            if record.value is None:
+                counted[(record.topic, "tombstone")] = (
+                    counted.get((record.topic, "tombstone"), 0) + 1
+                )
+        if out.dead:
+            counted[(records[0].topic, "none")] = len(out.dead)
+        for (topic, op), n in counted.items():
+            self.metrics.input_records.labels(topic, op).inc(n)
         return out
 
     async def _prefetch(self, schema_ids: set[int]) -> None:
@@ -244,6 +310,7 @@ class Runtime:
 
     def dead_letter(self, record: Inbound, exc: BaseException, stage: str, reason: str) -> Emit:
         self.stats.add(self.stats.dlq, reason)
+        self.metrics.dlq.labels(reason).inc()
         log.warning(
             "dead-lettered %s[%d]@%d at %s: %s: %s",
             record.topic,
@@ -303,6 +370,7 @@ class Runtime:
     def send(self, emits: Sequence[Emit]) -> None:
         if log.isEnabledFor(logging.INFO):
             self.log_decisions(emits)
+        self.metrics.observe(emits)
         for emit in emits:
             if emit.kind == "dlq":
                 self._send_dlq(emit)

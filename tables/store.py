@@ -69,6 +69,11 @@ class PartitionStore:
             it.next()
         del it
 
+    def estimate_keys(self) -> int:
+        """RocksDB's estimate of the number of keys (cheap; exact after compaction)."""
+        with self._lock:
+            return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
+
     def count(self) -> int:
         return sum(1 for _ in self.items())
 

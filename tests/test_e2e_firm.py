@@ -13,7 +13,15 @@ from pssync.avro.contract import CDC_TOPICS
 from pssync.settings import Settings
 from tests import scenarios
 from tests.conftest import SettingsFactory, WorkerFactory
-from tests.kafka_helpers import collect, create_topics, latest_by_key, produce_cli, wait_drained
+from tests.kafka_helpers import (
+    collect,
+    create_topics,
+    latest_by_key,
+    metric,
+    produce_cli,
+    scrape,
+    wait_drained,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -58,7 +66,7 @@ def test_firm_scenario_exact_outputs(
 ) -> None:
     settings = settings_factory()
     create_topics(settings)
-    worker_factory(settings)
+    worker = worker_factory(settings)
     out = run_scenario(settings, tmp_path)
 
     time_commands = sorted(
@@ -110,6 +118,26 @@ def test_firm_scenario_exact_outputs(
     }
     assert out["sync.dlq"] == []
 
+    samples = scrape(worker.url + "/metrics")
+    assert metric(samples, "pssync_commands_total", type="POST_TIME_ENTRY") == 5
+    assert metric(samples, "pssync_commands_total", type="REVERSE_TIME_ENTRY") == 2
+    assert metric(samples, "pssync_commands_total", type="CREATE_PROJECT") == 1
+    assert metric(samples, "pssync_alerts_total", rule="PROJECT_FIELD_DRIFT", state="OPEN") == 1
+    assert (
+        metric(samples, "pssync_open_alerts", rule="PROJECT_MISSING_IN_ERP", severity="INFO") == 2
+    )
+    assert metric(samples, "pssync_open_alerts") == len(scenarios.EXPECTED_ALERTS)
+    assert metric(samples, "pssync_open_exceptions") == len(scenarios.EXPECTED_EXCEPTIONS)
+    assert metric(samples, "pssync_open_exceptions", rule="TIME_IN_CLOSED_PERIOD") == 1
+    assert metric(samples, "pssync_input_records_total", topic="cdc.psa.time_entry") == 11
+    assert metric(samples, "pssync_input_records_total", topic="cdc.psa.time_entry", op="u") == 2
+    assert metric(samples, "pssync_time_to_post_seconds_count") == 5
+    assert metric(samples, "pssync_duplicate_changes_total") >= 1
+    assert metric(samples, "pssync_table_keys", table="workers") > 0
+    assert metric(samples, "pssync_end_to_end_latency_seconds_count", output="command") == 10
+    assert metric(samples, "pssync_ready") == 1
+    assert metric(samples, "pssync_sync_outcomes_total", outcome="exception") == 5
+
 
 def outcome(out: dict[str, list[dict[str, Any]]]) -> tuple[Any, ...]:
     commands = sorted(
@@ -130,8 +158,9 @@ def test_two_workers_produce_what_one_worker_does(
 ) -> None:
     single = settings_factory(partitions=4)
     create_topics(single)
-    worker_factory(single)
+    alone = worker_factory(single)
     one = outcome(run_scenario(single, tmp_path))
+    one_metrics = scrape(alone.url + "/metrics")
 
     shared = settings_factory(partitions=4)
     create_topics(shared)
@@ -150,6 +179,23 @@ def test_two_workers_produce_what_one_worker_does(
     _, b = second.get("/stats")
     assert sum(a["outputs"].values()) > 0
     assert sum(b["outputs"].values()) > 0
+
+    # each worker reports what it owns; summed across workers they match the single run
+    both = [scrape(w.url + "/metrics") for w in (first, second)]
+    for name, labels in [
+        ("pssync_commands_total", {}),
+        ("pssync_commands_total", {"type": "POST_TIME_ENTRY"}),
+        ("pssync_alerts_total", {"state": "OPEN"}),
+        ("pssync_exceptions_total", {}),
+        ("pssync_open_alerts", {}),
+        ("pssync_open_alerts", {"rule": "PROJECT_MISSING_IN_ERP"}),
+        ("pssync_open_exceptions", {}),
+        ("pssync_input_records_total", {"topic": "cdc.psa.time_entry"}),
+        ("pssync_time_to_post_seconds_count", {}),
+    ]:
+        total = sum(metric(m, name, **labels) for m in both)
+        assert total == metric(one_metrics, name, **labels), (name, labels)
+        assert total > 0, (name, labels)
 
 
 def test_parked_time_entry_survives_a_restart_and_posts_when_its_project_arrives(

@@ -30,7 +30,10 @@ async def batches(rt: Runtime, stream: Any) -> AsyncIterator[list[Inbound]]:
     """Batches of consumed records; each batch is acknowledged after the loop body."""
     settings = rt.settings
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-        yield [inbound_from_event(settings, e) for e in events]
+        records = [inbound_from_event(settings, e) for e in events]
+        yield records
+        for e in events:  # processed: the next offset to read, for consumer lag
+            rt.positions[(e.message.topic, e.message.partition)] = e.message.offset + 1
 
 
 def by_partition(records: Sequence[Inbound]) -> dict[int, list[Inbound]]:
@@ -83,6 +86,7 @@ class IngestSpec:
 
         async def ingest(stream: Any) -> None:
             async for records in batches(rt, stream):
+                started = time.perf_counter()
                 views = []
                 for partition, part in sorted(by_partition(records).items()):
                     links = {r: await rt.partition_view(t, partition) for r, t in tables.items()}
@@ -93,6 +97,7 @@ class IngestSpec:
                             self._send(rt, route, change, links.get(route))
                     views += [(tables[r], partition, v) for r, v in links.items()]
                 await rt.commit(views)
+                rt.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - started)
 
         ingest.__doc__ = doc
         ingest.__name__ = ingest.__qualname__ = self.name.replace("-", "_")
@@ -138,6 +143,7 @@ def register_keyed(
 
     async def keyed(stream: Any) -> None:
         async for records in batches(rt, stream):
+            started = time.perf_counter()
             now_ms = int(time.time() * 1000)
             views = []
             for partition, part in sorted(by_partition(records).items()):
@@ -151,11 +157,13 @@ def register_keyed(
                 before = flow.duplicates
                 rt.send(flow.process(view, messages, now_ms))
                 rt.stats.duplicates += flow.duplicates - before
+                rt.metrics.duplicates.inc(flow.duplicates - before)
                 for message, error in flow.failures:
                     rt.send([rt.failed(topic, partition, message, error)])
                 flow.failures.clear()
                 views.append((table, partition, view))
             await rt.commit(views)
+            rt.metrics.batch_seconds.labels(internal).observe(time.perf_counter() - started)
 
     async def ticks() -> None:
         now_ms = int(time.time() * 1000)

@@ -196,6 +196,7 @@ def _gate_or_create(
             basis=(identity(state["psa_src"]),),
             rule="PROJECT_MISSING_IN_ERP",
             sources=(state["psa_src"],),
+            sla_start=facts.sow.get("signed_at") if facts.sow else None,
         )
     )
 

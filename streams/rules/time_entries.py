@@ -108,6 +108,7 @@ def evaluate(state: Record, facts: TimeFacts, timing: Timing) -> Evaluation:
                 basis=(identity(state["src"]),),
                 rule="TIME_ENTRY_POSTED",
                 sources=(state["src"],),
+                sla_start=rec.get("approved_at"),
             )
             out.commands.append(draft)
             state["posted"] = {
