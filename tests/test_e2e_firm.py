@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -64,7 +65,7 @@ def states(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
 def test_firm_scenario_exact_outputs(
     settings_factory: SettingsFactory, worker_factory: WorkerFactory, tmp_path: Path
 ) -> None:
-    settings = settings_factory()
+    settings = settings_factory(log_format="json")
     create_topics(settings)
     worker = worker_factory(settings)
     out = run_scenario(settings, tmp_path)
@@ -137,6 +138,21 @@ def test_firm_scenario_exact_outputs(
     assert metric(samples, "pssync_end_to_end_latency_seconds_count", output="command") == 10
     assert metric(samples, "pssync_ready") == 1
     assert metric(samples, "pssync_sync_outcomes_total", outcome="exception") == 5
+
+    # JSON logs an operator can search: every decision with its correlation id, no
+    # personal data (names, emails, rates)
+    lines = [json.loads(line) for line in worker.log(tail=0).splitlines() if line.startswith("{")]
+    decisions = [rec for rec in lines if rec["logger"] == "pssync.streams.runtime"]
+    commands = {
+        c["value"]["correlation_id"]
+        for t in ("erp.cmd.time_entry", "erp.cmd.project")
+        for c in out[t]
+    }
+    assert commands <= {rec.get("correlation_id") for rec in decisions}
+    assert all(rec.get("correlation_id") for rec in decisions)
+    text = worker.log(tail=0)
+    for private in ("Grace Hopper", "grace@example.com", "Acme Corp", "80.00", "100.00"):
+        assert private not in text
 
 
 def outcome(out: dict[str, list[dict[str, Any]]]) -> tuple[Any, ...]:
