@@ -116,6 +116,9 @@ def test_prometheus_scrapes_drift_gauges_and_counters(
         'sum(pssync_alerts_total{rule="TERMINATED_WORKER_ACTIVE_IN_ERP", state="OPEN"})', 1
     )
     prom.wait_for("sum(pssync_ready)", 1)
+    prom.wait_for('sum(pssync_consumer_lag{topic="cdc.psa.time_entry"})', 0)  # caught up
+    prom.wait_for('count(pssync_consumer_lag{topic="cdc.psa.time_entry"})', 1)
+    prom.wait_for('count(pssync_table_keys{table="workers"} > 0)', 1)
     # the recording rules evaluate over the scraped series
     prom.wait_for('sum(pssync:open_exceptions:sum{rule="TIME_IN_CLOSED_PERIOD"})', 1)
     rules = prom.get("/api/v1/rules")["data"]["groups"]  # type: ignore[index]
