@@ -26,7 +26,7 @@ from typing import Any
 
 from pssync.streams.findings import Trigger, digest, iso, issue_commands, settle_findings
 from pssync.streams.outputs import Emit
-from pssync.streams.rules.common import Evaluation
+from pssync.streams.rules.common import Evaluation, Timing
 from pssync.tables.view import StateView
 
 Record = dict[str, Any]
@@ -53,6 +53,10 @@ class KeyedFlow:
         self.duplicates = 0
         # messages whose processing raised, with the error; the agent dead-letters them
         self.failures: list[tuple[Record, Exception]] = []
+
+    def timing(self, now_ms: int) -> Timing:
+        c = self.config
+        return Timing(now_ms, c.orphan_grace_ms, c.dependency_timeout_ms, c.project_setup_sla_ms)
 
     # -- to implement -----------------------------------------------------
     def apply(self, view: StateView, message: Record, now_ms: int) -> list[Emit]:

@@ -18,7 +18,7 @@ from pssync.streams.findings import Trigger
 from pssync.streams.flow import KeyedFlow, change_trigger
 from pssync.streams.outputs import Emit
 from pssync.streams.rules import projects
-from pssync.streams.rules.common import Timing, accept
+from pssync.streams.rules.common import accept
 from pssync.tables.view import StateView
 
 Record = dict[str, Any]
@@ -28,10 +28,6 @@ PSA_PROJECT = "cdc.psa.project"
 
 
 class ProjectFlow(KeyedFlow):
-    def timing(self, now_ms: int) -> Timing:
-        c = self.config
-        return Timing(now_ms, c.orphan_grace_ms, c.dependency_timeout_ms, c.project_setup_sla_ms)
-
     def apply(self, view: StateView, message: Record, now_ms: int) -> list[Emit]:
         change = Change.from_json(message["change"])
         trigger = change_trigger(message)

@@ -23,7 +23,7 @@ from pssync.streams.findings import Trigger
 from pssync.streams.flow import FlowConfig, KeyedFlow, change_trigger, tick_message
 from pssync.streams.outputs import Emit
 from pssync.streams.rules import assignments, time_entries, workers
-from pssync.streams.rules.common import Timing, accept
+from pssync.streams.rules.common import accept
 from pssync.tables.view import StateView
 
 Record = dict[str, Any]
@@ -38,10 +38,6 @@ REFERENCE_KINDS = {"cost_center": "cc", "period": "pe", "project": "pr"}
 
 class WorkerFlow(KeyedFlow):
     """Applies worker-keyed messages of one partition to state; returns what to emit."""
-
-    def timing(self, now_ms: int) -> Timing:
-        c = self.config
-        return Timing(now_ms, c.orphan_grace_ms, c.dependency_timeout_ms, c.project_setup_sla_ms)
 
     # -- messages ---------------------------------------------------------
     def apply(self, view: StateView, message: Record, now_ms: int) -> list[Emit]:
