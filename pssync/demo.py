@@ -1,11 +1,11 @@
 """`pssync demo`: the main job end to end, on a real Kafka and schema registry.
 
 Starts the dev stack (unless --no-stack), creates the topics and registers the
-schemas, runs `pssync worker` as a subprocess, feeds a seeded firm's HR and ERP
-changes (`pssync.demo_feed`) through the CLI's own produce path, plays the ERP
-applying `erp.cmd.employee` commands (the simulated ERP sink, so alerts go
-OPEN -> RESOLVED), and prints a summary read from the output topics every
-~10 s and at the end. The dev stack is left running.
+schemas, runs `pssync worker` as a subprocess, and streams the simulator's
+seeded firm (HR, ERP, CRM and PSA changes with faults injected; see
+`pssync.demo_feed`) through the CLI's own produce path. Every ~10 s and at the
+end it prints what the output topics hold and detected versus injected: the
+worker's findings against the simulator's truth. The dev stack is left running.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -25,37 +24,37 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from pssync import devstack
 from pssync.avro.codec import Codec
-from pssync.avro.contract import ALL_TOPICS
+from pssync.avro.contract import ALL_TOPICS, COMMAND_TOPICS, RECONCILED_TOPICS
 from pssync.avro.registry import RegistryClient
-from pssync.connectors.jsonl import Forms, decode_message, produce_lines
+from pssync.connectors.jsonl import Forms, decode_message
 from pssync.connectors.kafka import check_kafka, contract_topic_specs, ensure_topics
-from pssync.demo_feed import SINK_DELAY_S, DemoFirm, ErpSink
+from pssync.demo_feed import VERIFIED, DemoFeed, Stopper, sim_config
 from pssync.settings import DEV_REGISTRY_URL, Settings
 
 Record = dict[str, Any]
 
-COMMANDS = "erp.cmd.employee"
-WATCHED = (COMMANDS, "sync.drift", "sync.exceptions", "reconciled.worker", "sync.dlq")
 # finding topics: (title, the states shown)
 FINDINGS = {
     "sync.drift": ("drift alerts", ("OPEN", "RESOLVED")),
     "sync.exceptions": ("exceptions", ("OPEN", "RESOLVED", "DISMISSED")),
 }
+WATCHED = (*COMMAND_TOPICS, *FINDINGS, *RECONCILED_TOPICS, "sync.dlq")
 MOVES = ("opened", "resolved", "re-sent (facts changed)", "dismissed")
-# demo timings, used where the matching PSSYNC_* variable is not set
+# demo timings, used where the matching PSSYNC_* variable is not set: the timed rules
+# fire within the demo; the whole stream arrives within seconds, so a wider reorder window
 DEMO_DEFAULTS: dict[str, Any] = {"app_id": "pssync-demo", "web_host": "127.0.0.1"}
-DEMO_DEFAULTS |= {"orphan_grace_s": 15, "dependency_timeout_s": 30, "tick_interval_s": 1.0}
+DEMO_DEFAULTS |= {"orphan_grace_s": 10, "project_setup_sla_s": 10, "dependency_timeout_s": 20}
+DEMO_DEFAULTS |= {"tick_interval_s": 1.0, "reorder_window_s": 5.0}
 READY_TIMEOUT_S = 120.0
 SUMMARY_EVERY_S = 10.0
-EVENTS_PER_S = 2.0
-LIVE_STREAM_AFTER_S = 5.0  # let the snapshot's cases play out before the live stream starts
+POLL_EVERY_S = 0.25
+OPEN_SHOWN = 4  # entity ids shown per rule in the final list of open findings
 
 
 def say(msg: str) -> None:
@@ -75,6 +74,9 @@ def demo_settings(args: argparse.Namespace) -> Settings:
         for name, what in devstack.up(cfg).items():
             say(f"  {name}: {what}")
         overrides |= {"kafka_bootstrap": cfg.bootstrap, "schema_registry_url": cfg.registry_url}
+    if not args.topic_prefix and not os.environ.get("PSSYNC_TOPIC_PREFIX"):
+        # a clean slate: a worker that saw this seed's changes takes them for redeliveries
+        overrides["topic_prefix"] = time.strftime("demo-%Y%m%d-%H%M%S.")
     for name, value in DEMO_DEFAULTS.items():
         if not os.environ.get(f"PSSYNC_{name.upper()}") and overrides.get(name) is None:
             overrides[name] = value
@@ -90,12 +92,6 @@ def prepare(settings: Settings) -> Codec:
     codec.register_all(ALL_TOPICS)
     say(f"schemas registered for {len(ALL_TOPICS)} topics at {settings.schema_registry_url}")
     return codec
-
-
-def send(settings: Settings, codec: Codec, lines: Sequence[str]) -> None:
-    """Through the CLI's own produce path; a rejected line is a bug in the feed."""
-    if lines:
-        produce_lines(settings, codec, lines, on_error=lambda e: say(f"line rejected: {e}"))
 
 
 # -- the worker subprocess ----------------------------------------------------
@@ -190,19 +186,6 @@ class WorkerProcess:
         return "\n".join(f"  | {line}" for line in lines)
 
 
-class Stopper:
-    """First ^C asks for a clean stop; a second one interrupts the wind-down."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\n[demo] ^C: stopping (press ^C again to skip the wind-down)", flush=True)
-
-
 # -- reading the outputs ------------------------------------------------------
 class OutputTail:
     """Reads the watched output topics from the beginning, decoded to the JSON form."""
@@ -217,117 +200,141 @@ class OutputTail:
             }
         )
         assignment = []
-        # commands already there belong to earlier runs: the sink leaves them alone
-        self.commands_from: dict[int, int] = {}
+        # where this run's outputs start: what is already there belongs to earlier runs
+        self.starts: dict[tuple[str, int], int] = {}
+        self.earlier = 0
         for topic in WATCHED:
             physical = settings.topic(topic)
             meta = self.consumer.list_topics(physical, timeout=10).topics[physical]
             for p in sorted(meta.partitions):
                 assignment.append(TopicPartition(physical, p, OFFSET_BEGINNING))
-                if topic == COMMANDS:
-                    _, high = self.consumer.get_watermark_offsets(
-                        TopicPartition(physical, p), timeout=10
-                    )
-                    self.commands_from[p] = high
+                low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(physical, p), timeout=10
+                )
+                self.starts[(topic, p)] = high
+                self.earlier += high - low
         self.consumer.assign(assignment)
+
+    def this_run(self, record: Record) -> bool:
+        return bool(record["offset"] >= self.starts.get((record["topic"], record["partition"]), 0))
 
     def poll(self, timeout_s: float) -> list[Record]:
         out = []
-        for msg in self.consumer.consume(500, timeout=timeout_s):
-            error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    say(f"consumer error: {error}")
-                continue
-            out.append(decode_message(self.settings, self.codec, self.forms, msg))
-        return out
+        while True:
+            batch = self.consumer.consume(500, timeout=timeout_s)
+            for msg in batch:
+                error = msg.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        say(f"consumer error: {error}")
+                    continue
+                out.append(decode_message(self.settings, self.codec, self.forms, msg))
+            if len(batch) < 500:
+                return out
+            timeout_s = 0
 
 
 class Summary:
-    """What the output topics hold: the latest state per alert, exception and golden key."""
+    """What the output topics hold: the latest state per alert, exception and golden key;
+    and this run's records of the topics detected versus injected is computed from."""
 
     def __init__(self) -> None:
-        self.commands: Counter[str] = Counter()
+        self.commands: Counter[tuple[str, str]] = Counter()
         # topic -> finding id -> (rule, severity, state, entity); and transitions per topic
         self.findings: dict[str, dict[str, tuple[str, str, str, str]]] = {t: {} for t in FINDINGS}
         self.moves: dict[str, Counter[str]] = {t: Counter() for t in FINDINGS}
-        self.golden: dict[str, bool] = {}
+        self.golden: dict[str, dict[str, bool]] = {t: {} for t in RECONCILED_TOPICS}
         self.dlq: Counter[str] = Counter()
         self.undecodable = 0
+        self.verified: list[Record] = []
+        self.seen = 0
 
-    def add(self, record: Record) -> None:
+    def add(self, record: Record, this_run: bool) -> None:
+        self.seen += 1
         topic, value = record["topic"], record["value"]
         if "error" in record:
             self.undecodable += 1
-        elif topic == "reconciled.worker":
+            return
+        if this_run and topic in VERIFIED:
+            self.verified.append(record)
+        if topic in self.golden:
             key = json.dumps(record["key"], sort_keys=True)
             if value is None:
-                self.golden.pop(key, None)
+                self.golden[topic].pop(key, None)
             else:
-                self.golden[key] = bool(value["in_sync"])
+                self.golden[topic][key] = bool(value["in_sync"])
         elif value is None:
             return
-        elif topic == COMMANDS:
-            self.commands[value["type"]] += 1
+        elif topic in COMMAND_TOPICS:
+            self.commands[(topic, value["type"])] += 1
         elif topic in FINDINGS:
-            latest = self.findings[topic]
-            finding_id = value.get("alert_id") or value["exception_id"]
-            before = latest.get(finding_id)
-            state = value["state"]
-            move = (
-                ("re-sent (facts changed)" if before and before[2] == "OPEN" else "opened")
-                if state == "OPEN"
-                else state.lower()
-            )
-            self.moves[topic][move] += 1
-            rule, severity, entity = value["rule"], value.get("severity", ""), value["entity_id"]
-            latest[finding_id] = (rule, severity, state, entity)
+            self._finding(topic, value)
         elif topic == "sync.dlq":
             self.dlq[f"{value['original_topic']}: {value['error_class']}"] += 1
 
+    def _finding(self, topic: str, value: Record) -> None:
+        latest = self.findings[topic]
+        finding_id = value.get("alert_id") or value["exception_id"]
+        before = latest.get(finding_id)
+        state = value["state"]
+        move = "opened" if state == "OPEN" else state.lower()
+        if move == "opened" and before and before[2] == "OPEN":
+            move = "re-sent (facts changed)"
+        self.moves[topic][move] += 1
+        severity = value.get("severity") or "-" if topic == "sync.drift" else ""
+        latest[finding_id] = (value["rule"], severity, state, value["entity_id"])
+
     def render(self, open_items: bool) -> list[str]:
-        out = ["commands (erp.cmd.employee)"]
-        out += table(["type", "issued"], sorted(self.commands.items())) or ["  (none yet)"]
+        out = [f"commands ({', '.join(COMMAND_TOPICS)})"]
+        rows = [(t, k, n) for (t, k), n in sorted(self.commands.items())]
+        out += table(["topic", "type", "issued"], rows) or ["  (none yet)"]
         for topic, (what, states) in FINDINGS.items():
             out += ["", f"{what} ({topic}), latest state of each"]
-            rows: dict[tuple[str, ...], Counter[str]] = {}
+            by_rule: dict[tuple[str, ...], Counter[str]] = {}
             for rule, severity, state, _ in self.findings[topic].values():
-                rows.setdefault((rule, severity) if severity else (rule,), Counter())[state] += 1
+                key = (rule, severity) if topic == "sync.drift" else (rule,)
+                by_rule.setdefault(key, Counter())[state] += 1
             head = ["rule", "severity"] if topic == "sync.drift" else ["rule"]
             out += table(
-                [*head, *states], [(*k, *(c[s] for s in states)) for k, c in sorted(rows.items())]
+                [*head, *states],
+                [(*k, *(c[s] for s in states)) for k, c in sorted(by_rule.items())],
             ) or ["  (none yet)"]
             moves = self.moves[topic]
             out.append(
                 "  transitions: "
                 + (", ".join(f"{moves[k]} {k}" for k in MOVES if moves[k]) or "none yet")
             )
-        in_sync = sum(self.golden.values())
-        out += [
-            "",
-            f"golden records (reconciled.worker): {len(self.golden)} workers, "
-            f"{in_sync} in sync, {len(self.golden) - in_sync} with open findings",
+        out += ["", "golden records, latest per key"]
+        golden = [
+            (t, len(r), sum(r.values()), len(r) - sum(r.values())) for t, r in self.golden.items()
         ]
+        out += table(["topic", "records", "in sync", "with open findings"], golden)
         dlq = ", ".join(f"{k} x{n}" for k, n in sorted(self.dlq.items()))
-        out.append(
-            f"dead letters (sync.dlq): {sum(self.dlq.values())}" + (f" ({dlq})" if dlq else "")
-        )
+        out += ["", f"dead letters (sync.dlq): {self.dlq.total()}" + (f" ({dlq})" if dlq else "")]
         if self.undecodable:
             out.append(f"records the demo could not decode: {self.undecodable}")
         if open_items:
-            still = sorted(
-                (r, e)
-                for found in self.findings.values()
-                for r, _, s, e in found.values()
-                if s == "OPEN"
-            )
             out += ["", "still open (the operations queue):"]
-            out += table(["rule", "entity"], still) or ["  nothing: every finding resolved"]
+            out += self._still_open() or ["  nothing: every finding resolved"]
         return out
+
+    def _still_open(self) -> list[str]:
+        still: dict[str, list[str]] = {}
+        for found in self.findings.values():
+            for rule, _, state, entity in found.values():
+                if state == "OPEN":
+                    still.setdefault(rule, []).append(entity)
+
+        def shown(entities: list[str]) -> str:
+            more = f", ... (+{len(entities) - OPEN_SHOWN})" if len(entities) > OPEN_SHOWN else ""
+            return ", ".join(sorted(entities)[:OPEN_SHOWN]) + more
+
+        rows = [(rule, len(ids), shown(ids)) for rule, ids in sorted(still.items())]
+        return table(["rule", "open", "entities"], rows)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    """Plain aligned text: the first column left, the others right-aligned."""
+    """Plain aligned text: the first column left, numeric columns right-aligned."""
     if not rows:
         return []
     cells = [[str(c) for c in row] for row in [headers, *rows]]
@@ -355,6 +362,7 @@ def where_to_look(settings: Settings, log_path: Path, stack: bool) -> list[str]:
     out += [f"  pssync consume {t} --from-beginning --idle-timeout 5{flags}" for t in WATCHED]
     out += [
         f"  worker:  {url}/health  {url}/ready  {url}/stats  (while the demo runs)",
+        f"  metrics: {url}/metrics  (Prometheus text format, while the demo runs)",
         f"  worker log: {log_path}",
     ]
     if stack:
@@ -368,20 +376,20 @@ def banner(title: str) -> str:
 
 # -- the run ------------------------------------------------------------------
 def run_demo(args: argparse.Namespace) -> int:
-    firm = DemoFirm(args.seed, args.workers)
+    config = sim_config(args)
+    fresh_prefix = not args.topic_prefix and not os.environ.get("PSSYNC_TOPIC_PREFIX")
     settings = demo_settings(args)
     log_path = settings.data_dir / f"{settings.topic_prefix}{settings.app_id}-worker.log"
     worker = WorkerProcess(settings, log_path)
     worker.check_port()
     codec = prepare(settings)
     say(f"app id {settings.app_id!r}, topic prefix {settings.topic_prefix!r}")
+    if fresh_prefix:
+        say("  (a fresh prefix each run, for a clean slate; choose one: PSSYNC_TOPIC_PREFIX)")
     say(f"worker state under {settings.data_dir}")
-    timings = f"orphan grace {settings.orphan_grace_s:g}s, dependency timeout "
-    say(f"demo timings: {timings}{settings.dependency_timeout_s:g}s")
-    if not settings.topic_prefix:
-        say("tip: for a clean slate each run, set PSSYNC_TOPIC_PREFIX=demo$RANDOM.")
-    print("\n".join(where_to_look(settings, log_path, not args.no_stack)), flush=True)
     stopper = Stopper()
+    feed = DemoFeed(config, args.days, args.rate, stopper)
+    print("\n".join(where_to_look(settings, log_path, not args.no_stack)), flush=True)
     previous = signal.signal(signal.SIGINT, stopper)
     tail: OutputTail | None = None
     try:
@@ -389,7 +397,10 @@ def run_demo(args: argparse.Namespace) -> int:
         if not worker.wait_ready(stopper):
             return 130 if stopper.requested else 1
         tail = OutputTail(settings, codec)
-        code = feed_and_watch(args, settings, codec, firm, worker, tail, stopper)
+        if tail.earlier:
+            say(f"the output topics hold {tail.earlier} records of an earlier run, and the worker")
+            say("  remembers it: detected versus injected may miss findings (use a fresh prefix)")
+        code = feed_and_watch(args, settings, codec, feed, worker, tail, stopper)
     finally:
         signal.signal(signal.SIGINT, lambda *_: say("stopping the worker, a moment ..."))
         worker.stop()
@@ -406,89 +417,83 @@ def feed_and_watch(
     args: argparse.Namespace,
     settings: Settings,
     codec: Codec,
-    firm: DemoFirm,
+    feed: DemoFeed,
     worker: WorkerProcess,
     tail: OutputTail,
     stopper: Stopper,
 ) -> int:
-    summary, sink = Summary(), ErpSink(firm, tail.commands_from, args.seed)
-    pace = random.Random(args.seed + 1)
-    fed: Counter[str] = Counter()
-    erp_lines, hr_lines = firm.snapshot()
-    print(banner("the firm's initial load (Debezium snapshot, op r)"))
-    for who, what in firm.planted(settings.orphan_grace_s, settings.dependency_timeout_s):
-        print(f"  {who:<27} {what}")
-    # the ERP side first, so HR workers find their ERP employees already joined
-    send(settings, codec, erp_lines)
-    time.sleep(2.0)
-    send(settings, codec, hr_lines)
-    fed["snapshot"] = len(erp_lines) + len(hr_lines)
+    summary = Summary()
     started = time.monotonic()
-    say(f"snapshot sent: {len(erp_lines)} ERP rows, {len(hr_lines)} HR workers; live changes")
-    say(
-        f"  (~{EVENTS_PER_S:g}/s) from +{LIVE_STREAM_AFTER_S:g}s; "
-        + (f"running {args.duration:g}s" if args.duration else "^C to stop")
-    )
-    delay = f"{SINK_DELAY_S[0]:g}-{SINK_DELAY_S[1]:g}s"
-    say(f"simulated ERP sink: applies each erp.cmd.employee command {delay} after it is issued")
-    script = firm.script(settings.orphan_grace_s, settings.dependency_timeout_s)
-    next_live = started + LIVE_STREAM_AFTER_S
-    next_summary = started + SUMMARY_EVERY_S
+    clock = {"poll": started, "summary": started + SUMMARY_EVERY_S, "shown": -1.0}
+    failed: list[int] = []
 
-    def step(now: float, live: bool) -> int:
-        lines: list[str] = []
-        while live and script and started + script[0].at_s <= now:
-            story = script.pop(0).make()
-            print(f"[+{now - started:4.0f}s] {story.text}", flush=True)
-            fed[story.kind] += len(story.lines)
-            lines += story.lines
-        nonlocal next_live
-        if live and now - next_live > 2.0:
-            next_live = now  # fell behind: do not burst
-        while live and now >= next_live:
-            event = firm.next_event()
-            fed[event.kind] += 1
-            lines += event.lines
-            next_live += pace.expovariate(EVENTS_PER_S)
-        records = tail.poll(0.2)
+    def read(timeout_s: float) -> int:
+        records = tail.poll(timeout_s)
         for record in records:
-            summary.add(record)
-            if record["topic"] == COMMANDS:
-                sink.receive(record, now)
-        lines += sink.due(now)
-        send(settings, codec, lines)
-        return len(records) + len(lines)
+            summary.add(record, tail.this_run(record))
+        return len(records)
 
     def report(title: str, final: bool = False) -> None:
-        live = ", ".join(f"{k} {n}" for k, n in sorted(fed.items()) if k != "snapshot")
-        fed_line = f"fed: {sum(fed.values())} changes (snapshot {fed['snapshot']}; live: "
-        fed_line += f"{live or 'none yet'})"
-        head = [banner(title), fed_line, sink.line(), worker.stats_line(), ""]
-        print("\n".join(head + summary.render(open_items=final)), flush=True)
+        clock["shown"] = summary.seen
+        head = [banner(title), feed.line(), worker.stats_line(), ""]
+        body = [*summary.render(open_items=final), ""]
+        body += feed.report(summary.verified, settings, final)
+        if tail.earlier:
+            body.append("  (this run's outputs only; the worker remembers the earlier run's input)")
+        print("\n".join(head + body), flush=True)
 
-    code = 0
-    while not stopper.requested:
+    def alive() -> bool:
+        if worker.exited() is None:
+            return True
+        worker.failed(f"[demo] the worker exited with code {worker.exited()}")
+        failed.append(1)
+        return False
+
+    def watch() -> bool:
+        """Between the feed's events: read the outputs, report when due; False stops."""
+        now = time.monotonic()
+        if now >= clock["poll"]:
+            read(0)
+            clock["poll"] = now + POLL_EVERY_S
+        if now >= clock["summary"]:
+            report(f"t+{now - started:.0f}s")
+            clock["summary"] = now + SUMMARY_EVERY_S
+        return alive()
+
+    for line in feed.intro(settings):
+        say(line)
+    say("streaming; " + (f"running {args.duration:g}s" if args.duration else "^C to stop"))
+    feed.stream(settings, codec, args.duration, watch)
+    if feed.problems:
+        say(f"{feed.problems} changes were not sent (see the lines above): a bug in the feed")
+    if feed.ran_out:
+        now = time.monotonic()
+        say(f"the {args.days} simulated days are sent (+{now - started:.0f}s); summarising on")
+    quiet_said = False
+    while not failed and not stopper.requested:
         now = time.monotonic()
         if args.duration and now - started >= args.duration:
             break
-        if worker.exited() is not None:
-            worker.failed(f"[demo] the worker exited with code {worker.exited()}")
-            code = 1
+        if not alive():
             break
-        step(now, live=True)
-        if now >= next_summary:
-            report(f"t+{now - started:.0f}s")
-            next_summary += SUMMARY_EVERY_S
-    if code == 0:
-        say("feed stopped; letting the ERP sink and the worker settle (up to 15s) ...")
+        read(0.5)
+        if now >= clock["summary"]:
+            if summary.seen != clock["shown"]:
+                report(f"t+{now - started:.0f}s")
+            elif not quiet_said:
+                say("nothing new since the last summary; ^C to stop")
+                quiet_said = True
+            clock["summary"] = now + SUMMARY_EVERY_S
+    if not failed:
+        say("letting the worker settle (up to 15s) ...")
         try:
             quiet_since = settle_start = time.monotonic()
             while time.monotonic() - settle_start < 15 and worker.exited() is None:
-                if step(time.monotonic(), live=False) or sink.pending:
+                if read(0.5):
                     quiet_since = time.monotonic()
                 elif time.monotonic() - quiet_since >= 3:
                     break
         except KeyboardInterrupt:
             say("wind-down skipped")
     report(f"final, after {time.monotonic() - started:.0f}s", final=True)
-    return code
+    return 1 if failed else 0

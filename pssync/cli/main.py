@@ -136,14 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="the main job: local stack, a worker, and a seeded demo feed",
-        description="Starts the local stack (unless --no-stack), a worker, and feeds a "
-        "seeded, realistic stream of HR and ERP changes with drift in it; prints what comes "
-        "out. Runs until ^C or --duration.",
+        help="the main job: local stack, a worker, and the simulated firm's stream",
+        description="Starts the local stack (unless --no-stack), a worker, and streams a "
+        "seeded, simulated firm's HR, ERP, CRM and PSA changes with faults injected "
+        "(`pssync simulate`); prints what comes out, and detected versus injected. Runs "
+        "until ^C or --duration.",
     )
     demo.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    demo.add_argument("--seed", type=int, default=7, help="random seed (7)")
-    demo.add_argument("--workers", type=int, default=40, help="HR workers in the firm (40)")
+    demo.add_argument("--seed", type=int, default=12, help="random seed (12)")
+    demo.add_argument("--workers", type=int, default=30, help="HR workers in the firm (30)")
+    demo.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        metavar="R",
+        help="changes per second; 0 = as fast as possible (100)",
+    )
+    demo.add_argument(
+        "--days", type=int, default=35, metavar="D", help="simulated days to stream (35)"
+    )
     demo.add_argument(
         "--no-stack",
         action="store_true",

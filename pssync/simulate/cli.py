@@ -18,13 +18,17 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pssync.simulate.faults import DEFAULT_RATE, parse_fault_rates
 from pssync.simulate.feed import Group, Item, Line, limit_count
 from pssync.simulate.model import Firm, SimConfig
 from pssync.simulate.story import run
 from pssync.simulate.truth import FAULTS, KINDS, TruthLog, iso
+
+if TYPE_CHECKING:
+    from pssync.avro.codec import Codec
+    from pssync.settings import Settings
 
 MIN_WORKERS = 8
 MIN_CUSTOMERS = 3
@@ -233,12 +237,9 @@ def write_file(items: Iterable[Item], output: Path) -> int:
 
 def send_kafka(items: Iterable[Item], args: argparse.Namespace) -> int:
     """Through produce_lines; garbage with a plain producer. Returns the lines produce rejected."""
-    from confluent_kafka import Producer
-
     from pssync.avro.codec import Codec
     from pssync.avro.contract import ALL_TOPICS
     from pssync.avro.registry import RegistryClient
-    from pssync.connectors.jsonl import Forms, produce_lines
     from pssync.connectors.kafka import check_kafka, contract_topic_specs, ensure_topics
     from pssync.settings import Settings
 
@@ -256,6 +257,16 @@ def send_kafka(items: Iterable[Item], args: argparse.Namespace) -> int:
         f"Kafka {settings.kafka_bootstrap}, registry {settings.schema_registry_url}, "
         f"topic prefix {settings.topic_prefix!r} ({fresh} topics created)"
     )
+    return send_items(items, settings, codec)
+
+
+def send_items(items: Iterable[Item], settings: Settings, codec: Codec) -> int:
+    """`items` to Kafka whose topics exist and whose schemas are registered (`pssync demo`
+    streams this way too). Returns the lines produce rejected plus the garbage not delivered."""
+    from confluent_kafka import Producer
+
+    from pssync.connectors.jsonl import Forms, produce_lines
+
     forms = Forms()
     raw_producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
     failures: list[str] = []
