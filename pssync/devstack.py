@@ -36,6 +36,9 @@ APICURIO_NEW = ("3.3.3", 21)  # version, minimum Java
 APICURIO_OLD = ("3.0.9", 17)
 
 
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
 class DevStackError(RuntimeError):
     """Something the user must fix (missing Java/Maven, port taken, start failed)."""
 
@@ -275,6 +278,9 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        # the service outlives this process on purpose (pid file, `dev down`): keep the
+        # handle so it is not reaped, or warned about, when this function returns
+        _STARTED.append(proc)
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
 

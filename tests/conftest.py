@@ -27,6 +27,9 @@ import pytest
 
 from pssync.settings import Settings
 
+# the deploy tests' tool fixtures (helm, composecheck), built once per session
+pytest_plugins = ["tests.deploy_tools"]
+
 
 @dataclass(frozen=True)
 class Stack:

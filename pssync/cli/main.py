@@ -72,6 +72,36 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--registry-port", type=int, help="registry port (default 8081; PSSYNC_DEV_REGISTRY_PORT)"
     )
+    dev.add_argument(
+        "--with-connect",
+        action="store_true",
+        help="up: also PostgreSQL (the platforms' tables, the ERP inbox) and a Kafka Connect "
+        "worker with Debezium and Apicurio's converter; down and status always include them",
+    )
+    dev.add_argument(
+        "--connect-port", type=int, help="Connect's REST port (8083; PSSYNC_DEV_CONNECT_PORT)"
+    )
+    dev.add_argument(
+        "--postgres-port", type=int, help="PostgreSQL's port (55432; PSSYNC_DEV_POSTGRES_PORT)"
+    )
+
+    connectors = sub.add_parser(
+        "connectors",
+        help="validate or apply the Kafka Connect connectors (connectors/connect/*.json)",
+        description="The Debezium PostgreSQL source (cdc.*) and the ERP inbox sink "
+        "(erp.cmd.* -> erp_inbox.command, once per command_id), with the topic prefix, "
+        "database and registry filled in from PSSYNC_* (PSSYNC_CONNECT_URL, PSSYNC_DB_HOST, "
+        "PSSYNC_DB_PORT, PSSYNC_DB_NAME, PSSYNC_DB_USER, PSSYNC_DB_PASSWORD, "
+        "PSSYNC_CONNECT_REGISTRY_URL). apply is idempotent and applies nothing if a config "
+        "is invalid.",
+    )
+    connectors.add_argument("action", choices=["validate", "apply", "status"])
+    connectors.add_argument(
+        "--only", action="append", metavar="NAME", help="one config by file name, e.g. cdc-postgres"
+    )
+    connectors.add_argument("--connect-url", metavar="URL", help="Kafka Connect's REST URL")
+    connectors.add_argument("--db-name", metavar="NAME", help="the platforms' database")
+    _common(connectors)
 
     topics = sub.add_parser(
         "topics",
@@ -181,10 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # one clear line, not a traceback, for known failures
         from pssync.avro.registry import RegistryError
+        from pssync.connectors.connect_api import ConnectError
         from pssync.connectors.kafka import KafkaUnavailable
         from pssync.devstack import DevStackError
 
-        if isinstance(exc, DevStackError | KafkaUnavailable | RegistryError | ValueError):
+        known = DevStackError | KafkaUnavailable | RegistryError | ConnectError | ValueError
+        if isinstance(exc, known):
             print(f"pssync {args.command}: {exc}", file=sys.stderr)
             return 1
         raise
@@ -193,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "dev":
         return cmd_dev(args)
+    if args.command == "connectors":
+        return cmd_connectors(args)
     if args.command == "topics":
         return cmd_topics(args)
     if args.command == "produce":
@@ -213,25 +247,60 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from pssync import devstack
+    from pssync import connect_stack, devstack
 
     cfg = devstack.StackConfig.from_env(
         kafka_port=args.kafka_port, registry_port=args.registry_port
     )
+    ccfg = connect_stack.ConnectStackConfig.from_env(cfg, args.connect_port, args.postgres_port)
     if args.action == "up":
         result = devstack.up(cfg)
+        if args.with_connect:
+            result |= connect_stack.up(ccfg)
         for name, what in result.items():
             print(f"{name}: {what}")
         print(f"PSSYNC_KAFKA_BOOTSTRAP={cfg.bootstrap}")
         print(f"PSSYNC_SCHEMA_REGISTRY_URL={cfg.registry_url}")
+        if args.with_connect:
+            print(f"PSSYNC_CONNECT_URL={ccfg.connect_url}")
+            print(f"PSSYNC_DB_PORT={ccfg.postgres_port}")
         return 0
     if args.action == "down":
-        for name, what in devstack.down(cfg).items():
+        for name, what in (connect_stack.down(ccfg) | devstack.down(cfg)).items():
             print(f"{name}: {what}")
         return 0
     status = devstack.status(cfg)
-    print(json.dumps(status, indent=2))
-    return 0 if all(s["answering"] for s in status.values()) else 3
+    extra = connect_stack.status(ccfg)
+    print(json.dumps(status | extra, indent=2))
+    # Connect and PostgreSQL count only when started (`up --with-connect`)
+    answering = [s["answering"] for s in status.values()]
+    answering += [s["answering"] for s in extra.values() if s["pid"] is not None]
+    return 0 if all(answering) else 3
+
+
+def cmd_connectors(args: argparse.Namespace) -> int:
+    from pssync.connectors import connect_api
+
+    target = connect_api.Target.from_env(
+        settings_from(args), connect_url=args.connect_url, db_name=args.db_name
+    )
+    connectors = connect_api.load(target, args.only)
+    client = connect_api.ConnectClient(target.connect_url)
+    if args.action == "validate":
+        errors = connect_api.validate_all(client, connectors)
+        for name, fields in errors.items():
+            print(f"{name}: {'ok' if not fields else f'{len(fields)} invalid field(s)'}")
+        if any(errors.values()):
+            print(connect_api.format_errors(errors), file=sys.stderr)
+            return 1
+        return 0
+    if args.action == "apply":
+        for name, what in connect_api.apply_all(client, connectors).items():
+            print(f"{what:9} {name}")
+        return 0
+    for connector in connectors:
+        print(json.dumps(client.status(connector.name)))
+    return 0
 
 
 def _codec(settings: Settings, topics: Sequence[str]) -> Any:
