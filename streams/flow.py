@@ -172,6 +172,15 @@ class KeyedFlow:
     def dependents(view: StateView, reference: str) -> list[str]:
         return list(view.get(f"dep/{reference}") or [])
 
+    def reevaluate_dependents(
+        self, view: StateView, reference: str, trigger: Trigger, now_ms: int
+    ) -> list[Emit]:
+        """Evaluate again every entity that depends on `reference`, which just changed."""
+        emits: list[Emit] = []
+        for dependent in self.dependents(view, reference):
+            emits += self.reevaluate(view, dependent, trigger, now_ms)
+        return emits
+
     @staticmethod
     def golden(
         state: Record, topic: str, key: str, record: Record | None, now_ms: int, trigger: Trigger

@@ -73,10 +73,7 @@ class ProjectFlow(KeyedFlow):
         else:
             entry["rec"] = change.after
         view.put(key, entry)
-        emits: list[Emit] = []
-        for dependent in self.dependents(view, key):
-            emits += self.reevaluate(view, dependent, trigger, now_ms)
-        return emits
+        return self.reevaluate_dependents(view, key, trigger, now_ms)
 
     def _on_sow(
         self,

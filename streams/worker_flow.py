@@ -53,9 +53,7 @@ class WorkerFlow(KeyedFlow):
                 self.duplicates += 1
                 return []
             emits = self._evaluate_worker(view, f"w/{key}", state, trigger, now_ms)
-            for dependent in self.dependents(view, f"w/{key}"):
-                emits += self.reevaluate(view, dependent, trigger, now_ms)
-            return emits
+            return emits + self.reevaluate_dependents(view, f"w/{key}", trigger, now_ms)
         prefix, new = (
             ("as", assignments.new_state)
             if change.topic == assignments.TOPIC
@@ -89,10 +87,7 @@ class WorkerFlow(KeyedFlow):
         else:
             entry["erp"][change.entity_id] = change.after
         view.put(key, entry)
-        emits: list[Emit] = []
-        for dependent in self.dependents(view, key):
-            emits += self.reevaluate(view, dependent, trigger, now_ms)
-        return emits
+        return self.reevaluate_dependents(view, key, trigger, now_ms)
 
     # -- evaluation -------------------------------------------------------
     def reevaluate(

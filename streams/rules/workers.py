@@ -25,7 +25,7 @@ from typing import Any
 
 from pssync.streams.changes import Change, SourceRef
 from pssync.streams.findings import CommandDraft, FieldDiff, Finding
-from pssync.streams.rules.common import Evaluation, Timing, is_newer, remember
+from pssync.streams.rules.common import Evaluation, Parking, Timing, is_newer, remember
 
 Record = dict[str, Any]
 
@@ -127,11 +127,9 @@ def _identity(src: Record | None) -> str:
 def evaluate(state: Record, cost_centers: Mapping[str, Record], timing: Timing) -> Evaluation:
     """What should hold for this worker now. Updates `state["since"]` timers."""
     out = Evaluation()
+    parking = Parking(state, out, timing)
     hr: Record | None = state["hr"]
     erps: dict[str, Record] = state["erp"]
-    since: dict[str, int] = state["since"]
-    now = timing.now_ms
-    still_waiting: set[str] = set()
 
     def gate(hr: Record, why: str) -> bool:
         """True if commands may be built from HR's cost center; else records why not."""
@@ -140,14 +138,8 @@ def evaluate(state: Record, cost_centers: Mapping[str, Record], timing: Timing) 
             return True
         if verdict == "unknown":
             dep = f"cost_center:{hr['cost_center']}"
-            out.waiting_for[dep] = why
-            still_waiting.add(dep)
-            started = since.setdefault(dep, now)
-            due = started + timing.dependency_timeout_ms
-            if now >= due:
-                out.findings.append(_dependency_timeout(hr, dep, why, started))
-            else:
-                out.deadline_ms = _earliest(out.deadline_ms, due)
+            if parking.wait(dep, why):
+                out.findings.append(_dependency_timeout(hr, dep, why, parking.started(dep)))
             return False
         out.findings.append(
             Finding(
@@ -277,33 +269,25 @@ def evaluate(state: Record, cost_centers: Mapping[str, Record], timing: Timing) 
     for erp_id, entry in sorted(erps.items()):
         erp = entry["rec"]
         timer = f"orphan:{erp_id}"
-        if hr is None and erp.get("is_active"):
-            still_waiting.add(timer)
-            started = since.setdefault(timer, now)
-            due = started + timing.orphan_grace_ms
-            if now >= due:
-                out.findings.append(
-                    Finding(
-                        kind="alert",
-                        rule="ERP_EMPLOYEE_WITHOUT_HR_WORKER",
-                        severity="WARNING",
-                        entity_type="erp_employee",
-                        entity_id=erp_id,
-                        fields=(
-                            FieldDiff("worker_id", "HR", {"HR": None, "ERP": erp.get("worker_id")}),
-                        ),
-                        remediation=(
-                            "The ERP has an active employee HR does not know: link it to "
-                            "the right HR worker_id, or deactivate it in the ERP."
-                        ),
-                    )
+        if hr is None and erp.get("is_active") and parking.timer(timer, timing.orphan_grace_ms):
+            out.findings.append(
+                Finding(
+                    kind="alert",
+                    rule="ERP_EMPLOYEE_WITHOUT_HR_WORKER",
+                    severity="WARNING",
+                    entity_type="erp_employee",
+                    entity_id=erp_id,
+                    fields=(
+                        FieldDiff("worker_id", "HR", {"HR": None, "ERP": erp.get("worker_id")}),
+                    ),
+                    remediation=(
+                        "The ERP has an active employee HR does not know: link it to "
+                        "the right HR worker_id, or deactivate it in the ERP."
+                    ),
                 )
-            else:
-                out.deadline_ms = _earliest(out.deadline_ms, due)
+            )
 
-    for name in list(since):
-        if name not in still_waiting:
-            del since[name]
+    parking.done()
     return out
 
 
@@ -321,10 +305,6 @@ def _dependency_timeout(hr: Record, dep: str, why: str, started: int) -> Finding
             "this resolves itself once it arrives."
         ),
     )
-
-
-def _earliest(a: int | None, b: int) -> int:
-    return b if a is None else min(a, b)
 
 
 def golden(state: Record, open_rules: list[str]) -> tuple[str, Record] | None:
