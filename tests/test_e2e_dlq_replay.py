@@ -147,3 +147,28 @@ def test_replay_under_fresh_app_id_yields_identical_command_ids_and_redelivery_n
     assert [(c["type"], c["entity_id"], c["payload"]["cost_center"]) for c in new] == [
         ("UPSERT_EMPLOYEE", "W-3", "CC2")
     ]
+
+
+def test_a_corrupt_internal_message_is_dead_lettered_and_the_partition_goes_on(
+    settings_factory: SettingsFactory, worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    settings = settings_factory()
+    worker_factory(settings)
+    keyed = settings.internal_topic("worker-keyed")
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for partition in range(settings.partitions):  # whichever partition W-OK lands on
+        producer.produce(keyed, key=b"W-OK", value=b"{not json", partition=partition)
+    producer.flush(30)
+    produce_cli(
+        settings,
+        [cdc_line(CC, cost_center("CC1"), lsn=1), cdc_line(HR, hr("W-OK"), lsn=6)],
+        tmp_path,
+    )
+    drained(settings)
+    dead = [r["value"] for r in collect(settings, ["sync.dlq"])]
+    assert len(dead) == settings.partitions
+    assert {d["original_topic"] for d in dead} == {keyed}
+    assert {base64.b64decode(d["value"]) for d in dead} == {b"{not json"}
+    assert {d["error_class"] for d in dead} == {"JSONDecodeError"}
+    commands = collect(settings, ["erp.cmd.employee"])
+    assert [(c["value"]["type"], c["key"]) for c in commands] == [("UPSERT_EMPLOYEE", "W-OK")]
