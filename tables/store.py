@@ -1,6 +1,6 @@
 """RocksDB-backed, changelogged state: one rocksdict database per (table, partition).
 
-Guarantees (the commit order a batch follows, kept by `streams.runtime`):
+Guarantees (the commit order a batch follows, kept by `streams.commit`):
 1. the batch's outputs and changelog records are produced, and the producer
    is flushed (every record acknowledged by Kafka);
 2. then the batch's writes are applied to RocksDB in one WriteBatch, together
@@ -12,10 +12,14 @@ IDs, so a sink that applies each ID once sees no difference. A crash between
 from the changelog if the local write was lost), so redelivered changes are
 recognised by their source position and emit nothing new.
 
-Recovery: when a partition is assigned, its database is caught up from the
-compacted changelog topic, from the last offset it had applied to the end,
-before the partition's first batch is processed. Losing the local files
-only costs a longer replay.
+Recovery (`tables.restore`): when a partition is assigned, its database is
+caught up from the compacted changelog topic, from the last offset it had
+applied to the end, before the partition's first batch is processed. Losing
+the local files only costs a longer replay.
+
+Keys are strings ordered bytewise; values are JSON. Range reads (`items`,
+`keys`) walk RocksDB's sorted keys, so index keys (`dep/<ref>/<dependent>`,
+`dl/<due>/<key>`) cost what they return, not what the table holds.
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ def decode(raw: bytes) -> Any:
     return json.loads(raw)
 
 
+def prefix_end(prefix: str) -> str:
+    """The smallest key after every key that starts with `prefix`."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else ""
+
+
 class PartitionStore:
     """One partition of one table: a rocksdict database of str keys -> JSON values."""
 
@@ -53,29 +62,45 @@ class PartitionStore:
         self._db = Rdict(str(path), options=opts)
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> Any | None:
+    def get_raw(self, key: str) -> bytes | None:
         raw = self._db.get(key.encode())
+        return None if raw is None else bytes(raw)
+
+    def get(self, key: str) -> Any | None:
+        raw = self.get_raw(key)
         return None if raw is None else decode(raw)
 
-    def items(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    def raw_items(self, start: str, end: str | None = None) -> Iterator[tuple[str, bytes]]:
+        """(key, raw value) for `start` <= key < `end` (to the last key if None), in order."""
         it = self._db.iter()
-        it.seek(prefix.encode())
-        while it.valid():
-            k = bytes(it.key())
-            if not k.startswith(prefix.encode()):
-                break
-            if not k.startswith(b"\x00"):
-                yield k.decode(), decode(bytes(it.value()))
-            it.next()
-        del it
+        it.seek(start.encode())
+        stop = None if end is None else end.encode()
+        try:
+            while it.valid():
+                k = bytes(it.key())
+                if stop is not None and k >= stop:
+                    break
+                if not k.startswith(b"\x00"):
+                    yield k.decode(), bytes(it.value())
+                it.next()
+        finally:
+            del it
+
+    def items(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        for key, raw in self.raw_items(prefix, prefix_end(prefix) if prefix else None):
+            yield key, decode(raw)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        for key, _ in self.raw_items(prefix, prefix_end(prefix) or None):
+            yield key
 
     def estimate_keys(self) -> int:
         """RocksDB's estimate of the number of keys (cheap; exact after compaction)."""
         with self._lock:
             return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
 
-    def count(self) -> int:
-        return sum(1 for _ in self.items())
+    def count(self, prefix: str = "") -> int:
+        return sum(1 for _ in self.raw_items(prefix, prefix_end(prefix) if prefix else None))
 
     @property
     def changelog_offset(self) -> int:
