@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,9 +196,19 @@ class OutputProducer:
 
 
 def read_partition(
-    settings: Settings, topic: str, partition: int, start: int, timeout_s: float = 60.0
+    settings: Settings,
+    topic: str,
+    partition: int,
+    start: int,
+    stall_timeout_s: float = 60.0,
+    on_total: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[bytes, bytes | None, int]]:
-    """Every record of one partition from offset `start` to its current end."""
+    """Every record of one partition from offset `start` to its end when the read began.
+
+    There is no deadline on the whole read, however long: it fails only when no
+    record arrives for `stall_timeout_s` (a broker that stopped answering).
+    `on_total` is told how many records the read will cover, before the first.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -209,13 +219,15 @@ def read_partition(
     )
     try:
         low, high = consumer.get_watermark_offsets(
-            TopicPartition(topic, partition), timeout=timeout_s
+            TopicPartition(topic, partition), timeout=stall_timeout_s
         )
         start = max(start, low)
+        if on_total is not None:
+            on_total(max(0, high - start))
         if start >= high:
             return
         consumer.assign([TopicPartition(topic, partition, start)])
-        deadline = time.monotonic() + timeout_s
+        last_progress = time.monotonic()
         while True:
             msgs = consumer.consume(1000, timeout=1.0)
             for msg in msgs:
@@ -228,7 +240,11 @@ def read_partition(
                 yield msg.key() or b"", msg.value(), offset
                 if offset >= high - 1:
                     return
-            if time.monotonic() > deadline:
-                raise KafkaException(f"restoring {topic}[{partition}] timed out")
+            if msgs:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > stall_timeout_s:
+                raise KafkaException(
+                    f"reading {topic}[{partition}]: no record for {stall_timeout_s:.0f}s"
+                )
     finally:
         consumer.close()

@@ -29,10 +29,15 @@ from pssync.connectors.kafka import (
 )
 from pssync.settings import Settings
 from pssync.streams.agents import INGEST_MODULES, MODULES
-from pssync.streams.agents.base import INTERNAL_TOPICS, PROJECT_KEYED, WORKER_KEYED
+from pssync.streams.agents.base import (
+    INTERNAL_TOPICS,
+    PROJECT_KEYED,
+    WORKER_KEYED,
+    report_sources,
+)
 from pssync.streams.agents.project_keyed import TABLE as PROJECTS_TABLE
 from pssync.streams.agents.worker_keyed import TABLE as WORKERS_TABLE
-from pssync.streams.runtime import Runtime
+from pssync.streams.runtime import Runtime, wall_ms
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,20 @@ def prepare(settings: Settings, partitions: int | None = None) -> Codec:
     return codec
 
 
+def stream_times(rt: Runtime) -> dict[str, dict[str, str | None]]:
+    """Per owned keyed partition: the aligned time and the stream time, ISO (UTC)."""
+    from pssync.streams.findings import iso
+
+    def shown(ms: int | None) -> str | None:
+        return None if ms is None else iso(ms)
+
+    return {
+        f"{rt.settings.logical(topic)}[{p}]": {"aligned": shown(a), "stream": shown(s)}
+        for (topic, p), (a, s) in sorted(rt.stream_times.items())
+        if (topic, p) in rt.assigned
+    }
+
+
 def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -86,25 +105,36 @@ def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
         producer_acks=-1,
     )
     rt = Runtime(settings, codec, OutputProducer(settings, codec))
+    for name in INGEST_MODULES:
+        topic = importlib.import_module(name).SPEC.topic
+        rt.source_partitions[topic] = partition_count(settings, settings.topic(topic)) or 1
     for name in MODULES:
         importlib.import_module(name).register(app, rt)
-    sources = rt.sources
+    tables = rt.table_sources
 
     async def on_assigned(_sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
         assigned = args[0]
         rt.assigned = {(tp.topic, tp.partition) for tp in assigned}
         rt.assignment_seen = True
-        for name, topic in sources.items():
+        ingest = [(settings.logical(t), p) for t, p in rt.assigned]
+        rt.sources.assign([s for s in ingest if s[0] in rt.ingest_targets], wall_ms())
+        for name, topic in tables.items():
             for t, p in rt.assigned:
                 if t == topic:
                     # start catching up now, so /ready turns 200 before the first batch
-                    rt.start_recovery(rt.table(name), p)
+                    rt.restorer.start(rt.table(name), p)
 
     async def on_revoked(_sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
         revoked = args[0]
         gone = [(tp.topic, tp.partition) for tp in revoked]
         rt.forget_partitions(gone)
-        for name, topic in sources.items():
+        ingest = [(settings.logical(t), p) for t, p in gone]
+        report_sources(rt, rt.sources.revoke(ingest, wall_ms()))
+        for topic, p in gone:
+            flow = rt.flows.get(topic)
+            if flow is not None:
+                flow.forget(p)
+        for name, topic in tables.items():
             for t, p in gone:
                 if t == topic:
                     rt.table(name).release(p)
@@ -122,7 +152,9 @@ def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
         body = {
             "ready": ok,
             "assigned_partitions": len(rt.assigned),
-            "recovering": rt.recovering(),
+            "recovering": rt.restorer.restoring(),
+            "restore_progress": rt.restorer.progress(),
+            "stream_time": stream_times(rt),
         }
         return self.json(body, status=200 if ok else 503)
 
@@ -133,9 +165,12 @@ def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
             generate_latest(rt.metrics.registry), content_type="text/plain; version=0.0.4"
         )
 
-    @app.timer(interval=5.0, name="consumer-lag")  # type: ignore[untyped-decorator]
-    async def consumer_lag() -> None:
-        await asyncio.get_running_loop().run_in_executor(None, rt.refresh_lag)
+    @app.timer(interval=settings.tick_interval_s, name="sources")  # type: ignore[untyped-decorator]
+    async def sources() -> None:
+        """Probe the broker (lag, the CDC partitions' ends); report idle sources."""
+        answer = await asyncio.get_running_loop().run_in_executor(None, rt.probe)
+        rt.apply_probe(answer)
+        report_sources(rt, rt.sources.due(wall_ms()))
 
     @app.page("/stats")
     async def stats(self: View, request: Request) -> Response:
@@ -148,6 +183,10 @@ def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
                 "duplicates": s.duplicates,
                 "tombstones": s.tombstones,
                 "batches": s.batches,
+                "released": s.released,
+                "late": s.late,
+                "timers": s.timers,
+                "stream_time": stream_times(rt),
             }
         )
 

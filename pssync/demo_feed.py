@@ -41,7 +41,7 @@ TIMED_RULES: Final = {
     "DEPENDENCY_TIMEOUT": "dependency_timeout_s",
 }
 VERIFIED: Final = ("sync.drift", "sync.exceptions", "sync.dlq", "erp.cmd.time_entry")
-SETTLE_S: Final = 5.0  # beyond the reorder window and a timer: batches, ticks, the tail
+SETTLE_S: Final = 5.0  # beyond alignment and a timer: batches, ticks, the tail
 
 
 def demo_faults() -> list[str]:
@@ -158,7 +158,7 @@ class DemoFeed:
             f"faults injected: every rule's at {RULE_FAULT_RATE:g} per eligible event, "
             + ", ".join(f"{k} {p:g}" for k, p in TRANSPORT_FAULT_RATES.items())
             + " per change; the truth is kept in memory",
-            f"timed rules on the worker's clock: {timers}",
+            f"timed rules on event time (simulated while streaming): {timers}",
         ]
 
     def truth_records(self) -> list[Record]:
@@ -173,7 +173,7 @@ class DemoFeed:
         """When a finding of `rule` for this fault should be out, at the latest."""
         timer = float(getattr(settings, TIMED_RULES[rule])) if rule in TIMED_RULES else 0.0
         sent = self.sent_at.get(fault_id, time.monotonic())
-        return sent + settings.reorder_window_s + 2 * settings.tick_interval_s + timer + SETTLE_S
+        return sent + settings.source_idle_s + 2 * settings.tick_interval_s + timer + SETTLE_S
 
     def report(self, outputs: Sequence[Record], settings: Settings, final: bool) -> list[str]:
         """Detected versus injected; a missing finding not due yet is `pending`."""
@@ -193,10 +193,10 @@ class DemoFeed:
         out = [f"{title}: the simulator's truth against what the worker emitted"]
         table = [line for line in verdict.lines() if not line.startswith("  missing: ")]
         out += table
-        if pending and not final:  # in the reorder window, or a timer running: one line
+        if pending and not final:  # waiting for alignment, or a timer running: one line
             rules = Counter(rule for (rule, _, _), _ in pending)
             shown = ", ".join(f"{r} {n}" for r, n in sorted(rules.items()))
-            out.append(f"  not due yet (reorder window, timers): {len(pending)}: {shown}")
+            out.append(f"  not due yet (alignment, timers): {len(pending)}: {shown}")
         for (rule, etype, eid), due in pending if final else []:
             out.append(f"  not due yet: {rule} on {etype} {eid} (by ~{due - now:.0f}s from now)")
         for (rule, etype, eid), _ in missing:
@@ -216,4 +216,4 @@ class DemoFeed:
 
     def _longest_wait(self, settings: Settings) -> float:
         timers = max(float(getattr(settings, s)) for s in TIMED_RULES.values())
-        return settings.reorder_window_s + 2 * settings.tick_interval_s + timers + SETTLE_S
+        return settings.source_idle_s + 2 * settings.tick_interval_s + timers + SETTLE_S

@@ -6,6 +6,7 @@ naming the variable, the value and what is expected.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,12 @@ DEV_REGISTRY_URL = f"http://127.0.0.1:{DEV_REGISTRY_PORT}/apis/ccompat/v7"
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "pssync"
+
+
+# variables earlier versions read, and what replaced them
+RETIRED = {
+    "PSSYNC_REORDER_WINDOW_S": "changes are aligned on event time; see PSSYNC_SOURCE_IDLE_S",
+}
 
 
 class SettingsError(ValueError):
@@ -44,10 +51,15 @@ class Settings(BaseModel):
     partitions: int = Field(3, ge=1, le=1000)
     batch_size: int = Field(1000, ge=1, le=100_000)
     batch_within_s: float = Field(0.05, gt=0, le=10)
-    tick_interval_s: float = Field(1.0, gt=0)
-    # changes are applied in source-time order if they reach a partition within this
-    # window of each other (0 = apply on arrival); see streams/worker_flow.py
-    reorder_window_s: float = Field(2.0, ge=0, le=600)
+    tick_interval_s: float = Field(1.0, gt=0, le=60)
+    # a caught-up source partition with no new record for this long stops holding back
+    # stream time (the event-time alignment's skew bound; see streams/alignment.py)
+    source_idle_s: float = Field(2.0, gt=0, le=3600)
+    # how long (event time) what is finished stays in state: posted time in closed
+    # periods, deleted entities, closed periods nothing reads (see streams/worker_flow.py)
+    retention_s: float = Field(35 * 86400, ge=0)
+    # a changelog restore fails (and is retried) only after this long without a record
+    restore_stall_timeout_s: float = Field(60.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -66,6 +78,11 @@ class Settings(BaseModel):
             if not host or not port.isdigit():
                 raise ValueError(f"{server!r} is not host:port")
         return value
+
+    @property
+    def idle_ttl_ms(self) -> int:
+        """How long a keyed flow trusts an "idle" report (refreshed every tick)."""
+        return int(max(5 * self.tick_interval_s, 2 * self.source_idle_s) * 1000)
 
     @property
     def kafka_url(self) -> str:
@@ -92,6 +109,9 @@ class Settings(BaseModel):
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build from `PSSYNC_*` variables (and explicit overrides, e.g. CLI flags)."""
         env = os.environ if env is None else env
+        for name, instead in RETIRED.items():
+            if env.get(name):
+                logging.getLogger(__name__).warning("%s is no longer used: %s", name, instead)
         values: dict[str, Any] = {}
         for name in cls.model_fields:
             raw = env.get(f"PSSYNC_{name.upper()}")

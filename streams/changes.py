@@ -15,6 +15,9 @@ from pssync.avro.contract import CDC_OPS, ENUMS, TABLES_BY_TOPIC
 
 Record = dict[str, Any]
 
+# Event time of every snapshot read (op "r"): the state before any streamed change.
+SNAPSHOT_POINT = 0
+
 
 class ValidationError(ValueError):
     """A decodable record that breaks the contract (bad enum, op, or shape)."""
@@ -76,6 +79,14 @@ class Change:
     @property
     def is_delete(self) -> bool:
         return self.after is None
+
+    @property
+    def event_ts(self) -> int:
+        """The change's place in event time: its source commit time, or, for a Debezium
+        snapshot read, the snapshot point (see `streams.alignment`)."""
+        if self.snapshot or self.source.ts_ms is None:
+            return SNAPSHOT_POINT
+        return self.source.ts_ms
 
     def to_json(self) -> Record:
         return {

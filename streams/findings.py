@@ -5,7 +5,9 @@ Rules say what *should* hold now (a list of `Finding`s and `CommandDraft`s);
 differences: OPEN for a new finding, RESOLVED (same ID) for one that ended,
 a re-sent OPEN when an open finding's facts changed, and each command once.
 Evaluating from the whole state, not from the last event, is what makes the
-result independent of arrival order. Pure: `now_ms` is passed in.
+result independent of arrival order. Pure: every instant written into a
+record is the trigger's event time (`Trigger.at_ms`), so a replay writes the
+same records.
 """
 
 from __future__ import annotations
@@ -93,33 +95,42 @@ class CommandDraft:
 
 @dataclass(slots=True)
 class Trigger:
-    """What caused this evaluation: for correlation and causation."""
+    """What caused this evaluation: for correlation, causation and the instants written.
+
+    `at_ms` is the event time records are stamped with (`detected_at`, `issued_at`,
+    ...): the source commit time of a change, or the due time of a timer.
+    `identity` names the cause in the IDs of the findings it opens, so it must be
+    stable across replays: a source identity, or `timer:<key>:<due>`.
+    """
 
     correlation_id: str
     refs: list[SourceRef] = field(default_factory=list)
     source_ts_ms: int | None = None
+    at_ms: int = 0
 
     @property
     def identity(self) -> str:
         return self.refs[0].identity if self.refs else self.correlation_id
 
+    @classmethod
+    def timer(cls, key: str, due_ms: int, at_ms: int) -> Trigger:
+        """A timer's trigger: its identity comes from the entity and the due time."""
+        return cls(f"timer:{key}:{due_ms}", [], None, at_ms)
+
 
 def settle_findings(
-    open_findings: dict[str, Record],
-    desired: list[Finding],
-    now_ms: int,
-    trigger: Trigger,
+    open_findings: dict[str, Record], desired: list[Finding], trigger: Trigger
 ) -> list[Emit]:
     """Mutates `open_findings` (slot -> last emitted record) and returns the emits."""
     emits: list[Emit] = []
     wanted = {f.slot: f for f in desired}
     for slot in sorted(set(open_findings) - set(wanted)):
-        emits.append(_resolved(open_findings.pop(slot), now_ms, trigger))
+        emits.append(_resolved(open_findings.pop(slot), trigger))
     for slot, finding in sorted(wanted.items()):
         current = open_findings.get(slot)
         if current is not None and current.get("_facts") == digest(finding.facts()):
             continue
-        record = _opened(finding, current, now_ms, trigger)
+        record = _opened(finding, current, trigger)
         open_findings[slot] = record
         emits.append(_emit(finding.kind, _public(record), trigger))
     return emits
@@ -149,7 +160,7 @@ def _emit(kind: str, record: Record, trigger: Trigger) -> Emit:
     )
 
 
-def _opened(finding: Finding, last: Record | None, now_ms: int, trigger: Trigger) -> Record:
+def _opened(finding: Finding, last: Record | None, trigger: Trigger) -> Record:
     id_field = "alert_id" if finding.kind == "alert" else "exception_id"
     if last is not None:
         finding_id = last[id_field]
@@ -171,41 +182,39 @@ def _opened(finding: Finding, last: Record | None, now_ms: int, trigger: Trigger
         common |= {
             "severity": finding.severity,
             "fields": [f.to_json() for f in finding.fields],
-            "detected_at": last["detected_at"] if last else iso(now_ms),
+            "detected_at": last["detected_at"] if last else iso(trigger.at_ms),
             "resolved_at": None,
         }
     else:
         common |= {
             "reason": finding.reason,
             "context": dict(finding.context),
-            "created_at": last["created_at"] if last else iso(now_ms),
+            "created_at": last["created_at"] if last else iso(trigger.at_ms),
             "resolution": None,
         }
     common["_facts"] = digest(finding.facts())
     return common
 
 
-def _resolved(last: Record, now_ms: int, trigger: Trigger) -> Emit:
+def _resolved(last: Record, trigger: Trigger) -> Emit:
     record = _public(last) | {
         "state": "RESOLVED",
         "correlation_id": trigger.correlation_id,
         "causation": causation(trigger.refs),
     }
     if "alert_id" in record:
-        record["resolved_at"] = iso(now_ms)
+        record["resolved_at"] = iso(trigger.at_ms)
         return _emit("alert", record, trigger)
     record["resolution"] = {
         "who": "pssync",
         "action": "AUTO_RESOLVED",
         "note": "the condition no longer holds",
-        "when": iso(now_ms),
+        "when": iso(trigger.at_ms),
     }
     return _emit("exception", record, trigger)
 
 
-def issue_commands(
-    issued: list[str], drafts: list[CommandDraft], now_ms: int, trigger: Trigger
-) -> list[Emit]:
+def issue_commands(issued: list[str], drafts: list[CommandDraft], trigger: Trigger) -> list[Emit]:
     """Emit each draft whose command_id was not issued before; mutates `issued`."""
     emits = []
     for draft in drafts:
@@ -220,7 +229,7 @@ def issue_commands(
             "payload": draft.payload,
             "correlation_id": trigger.correlation_id,
             "causation": causation(trigger.refs + [SourceRef.from_json(s) for s in draft.sources]),
-            "issued_at": iso(now_ms),
+            "issued_at": iso(trigger.at_ms),
             "rule": draft.rule,
         }
         emits.append(

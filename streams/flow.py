@@ -1,127 +1,288 @@
-"""The machinery a keyed flow shares: reorder buffer, ticks, deadlines, dependents, settling.
+"""The keyed flows' engine: buffer, align, release in order, timers, and isolation.
 
-A flow owns the state of one partition of an internal keyed topic. Entities
-live under state keys (`w/W-1`, `te/T-9`, `p/P-3`, ...); reference data copies
-(`cc/`, `pe/`, `pr/`, ...) list the entities that depend on them under
-`dep/<reference key>`, so a reference change re-evaluates exactly those.
+A keyed flow owns the state of one partition of an internal keyed topic. Per
+batch (`process`) it:
 
-Arrival order: re-keying merges several source topics, so two runs over the
-same input can interleave them differently. With a reorder window W > 0,
-changes wait in a persisted buffer (`q/<source ts>/...`) and are applied in
-source commit-time order: when a buffered change has waited W, it is released
-together with every buffered change of an earlier source time. Changes that
-reach a partition less than W apart are therefore applied in source-time
-order, which makes replays reproduce the same decisions and command IDs.
-W = 0 applies changes as they come (least latency). The buffer is state: it
-survives a restart like any other key.
+1. buffers every routed change under its place in the total order
+   (`q/<event time>/<rank>/<position>/...`, see `streams.alignment`) and takes
+   the sources' watermarks;
+2. computes the aligned time `A` (never going back) and releases, in order,
+   every buffered change below `A` merged with every timer due below `A`
+   (timers after the changes of their instant);
+3. applies each released change, or fires each timer, inside a savepoint of the
+   state view: a change or timer whose processing raises is rolled back, leaves
+   no trace in state, and is returned as a `Failure` for the dead-letter topic;
+   the partition carries on.
 
-Time: `tick` messages carry the clock; entities whose deadline (a grace, an
-SLA, a dependency timeout) has come are evaluated again.
+What happened comes back as a `FlowResult` value (emits, failures, duplicates,
+counts); nothing is left on `self` for the caller to read.
+
+Time: each entity has at most one deadline (the earliest of its grace periods,
+SLAs, dependency timeouts and retention), indexed by due time
+(`dl/<due>/<key>`), so a batch reads only the timers that came due. Rules see
+the partition's stream clock as `now`: the latest source commit time (for a
+snapshot read, its read time) or due time among what was applied, never
+going back. Timers count on it; a replay fires the same timers at the same
+stream times, and a finding a timer opens takes its ID from the entity and the
+due time. Records are stamped with the stream clock (`Trigger.at_ms`).
+
+Dependents: an entity that reads a reference (a cost center, a period, a
+project, a worker) is indexed under `dep/<reference>/<entity>`; a change of the
+reference re-evaluates exactly those (a prefix scan), and each entity keeps the
+list of what it reads (`reads`) so the index follows it.
+
+Retention: an entity with nothing pending (no open finding, nothing parked)
+whose subclass names a purge time is deleted, with its index keys, once stream
+time passes it; the changelog tombstones let compaction free it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import heapq
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from pssync.streams.alignment import Alignment, buffer_slot, slot_time, time_key
 from pssync.streams.findings import Trigger, digest, iso, issue_commands, settle_findings
+from pssync.streams.messages import Message, Routed, Watermark
 from pssync.streams.outputs import Emit
 from pssync.streams.rules.common import Evaluation, Timing
 from pssync.tables.view import StateView
 
+log = logging.getLogger(__name__)
+
 Record = dict[str, Any]
+
+CLOCK = "clock"
 
 
 @dataclass(frozen=True, slots=True)
 class FlowConfig:
     orphan_grace_ms: int
     dependency_timeout_ms: int
-    reorder_window_ms: int = 0
     project_setup_sla_ms: int = 86_400_000
+    # how long what is finished stays in state after it finished (event time)
+    retention_ms: int = 35 * 86_400_000
+    # an idle source's report counts for this long (its worker refreshes it every tick)
+    idle_ttl_ms: int = 5_000
+    # every source partition this keyed topic can receive changes from
+    sources: tuple[tuple[str, int], ...] = ()
 
 
-def tick_message(now_ms: int) -> Record:
-    """A tick: evaluate time-driven rules of this partition as of `now_ms`."""
-    return {"kind": "tick", "now_ms": now_ms}
+@dataclass(slots=True)
+class Failure:
+    """A routed change or a timer whose processing raised (rolled back)."""
+
+    error: Exception
+    routed: Routed | None = None
+    timer_key: str | None = None
+    due_ms: int | None = None
+
+
+@dataclass(slots=True)
+class Step:
+    """What applying one change did: its emits, or that it was a duplicate."""
+
+    emits: list[Emit] = field(default_factory=list)
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class FlowResult:
+    """What a batch did, for the agent to send and count."""
+
+    emits: list[Emit] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    duplicates: int = 0
+    buffered: int = 0  # routed changes received into the buffer
+    released: int = 0  # changes applied
+    late: int = 0  # changes applied after stream time had passed them
+    timers: int = 0  # timers fired
+    aligned_ms: int | None = None
+    stream_ms: int | None = None
+
+
+def deadline_key(due_ms: int, key: str) -> str:
+    return f"dl/{time_key(due_ms)}/{key}"
 
 
 class KeyedFlow:
-    """Base of the worker and project flows; subclasses apply messages and evaluate."""
+    """Base of the worker and project flows; subclasses apply changes and evaluate."""
 
     def __init__(self, config: FlowConfig) -> None:
         self.config = config
-        self.duplicates = 0
-        # messages whose processing raised, with the error; the agent dead-letters them
-        self.failures: list[tuple[Record, Exception]] = []
+        self._alignments: dict[int, Alignment] = {}
+        # the release loop's timers (due, key) and horizon, while it runs
+        self._heap: list[tuple[int, str]] | None = None
+        self._horizon = 0
 
     def timing(self, now_ms: int) -> Timing:
         c = self.config
         return Timing(now_ms, c.orphan_grace_ms, c.dependency_timeout_ms, c.project_setup_sla_ms)
 
     # -- to implement -----------------------------------------------------
-    def apply(self, view: StateView, message: Record, now_ms: int) -> list[Emit]:
+    def apply(self, view: StateView, routed: Routed, now_ms: int) -> Step:
         raise NotImplementedError
 
     def reevaluate(self, view: StateView, key: str, trigger: Trigger, now_ms: int) -> list[Emit]:
         raise NotImplementedError
 
     # -- the batch --------------------------------------------------------
-    def process(self, view: StateView, messages: list[Record], now_ms: int) -> list[Emit]:
-        emits: list[Emit] = []
-        ticks = []
-        buffered = self.config.reorder_window_ms > 0
-        for message in messages:
-            if message["kind"] == "tick":
-                ticks.append(message)
-            elif buffered:
-                self._enqueue(view, message, now_ms)
-            else:
-                emits += self._guarded(view, message, now_ms)
-        if buffered:
-            for message in self._release(view, now_ms):
-                emits += self._guarded(view, message, now_ms)
-        for tick in ticks:
-            emits += self._on_tick(view, int(tick["now_ms"]))
-        return emits
+    def forget(self, partition: int) -> None:
+        """The partition moved away: drop what was kept in memory about it."""
+        self._alignments.pop(partition, None)
 
-    def _guarded(self, view: StateView, message: Record, now_ms: int) -> list[Emit]:
+    def alignment(self, view: StateView, partition: int) -> Alignment:
+        alignment = self._alignments.get(partition)
+        if alignment is None:
+            alignment = Alignment(self.config.sources, self.config.idle_ttl_ms)
+            for key, ts in view.scan("wm/"):
+                topic, _, number = key[3:].rpartition("/")
+                alignment.restore((topic, int(number)), ts)
+            self._alignments[partition] = alignment
+        return alignment
+
+    def process(
+        self, view: StateView, partition: int, messages: list[Message], wall_ms: int
+    ) -> FlowResult:
+        """Buffer, align and release one batch of one partition (see the module doc)."""
+        result = FlowResult()
+        alignment = self.alignment(view, partition)
+        for message in messages:
+            if isinstance(message, Routed):
+                view.insert(buffer_slot(message), message.to_json())
+                result.buffered += 1
+            elif isinstance(message, Watermark) and alignment.observe(message):
+                ts = alignment.sources[(message.source, message.partition)].ts
+                view.put(f"wm/{message.source}/{message.partition}", ts)
+        clock: Record = dict(view.get(CLOCK) or {"aligned": None, "order": 0, "stream": None})
+        aligned = alignment.aligned(wall_ms)
+        if aligned is not None and (clock["aligned"] is None or aligned > clock["aligned"]):
+            clock["aligned"] = aligned
+        if clock["aligned"] is not None:
+            self._release(view, clock, result)
+        view.put(CLOCK, clock)
+        result.aligned_ms, result.stream_ms = clock["aligned"], clock["stream"]
+        return result
+
+    def _release(self, view: StateView, clock: Record, result: FlowResult) -> None:
+        horizon: int = clock["aligned"]
+        end = time_key(horizon)
+        ready = view.scan("q/", f"q/{end}")
+        heap = [(slot_time(k), k.split("/", 2)[2]) for k in view.keys_between("dl/", f"dl/{end}")]
+        heapq.heapify(heap)
+        self._heap, self._horizon = heap, horizon
+        i = 0
         try:
-            return self.apply(view, message, now_ms)
-        except Exception as exc:  # a rule bug must not stop the partition: dead-letter it
-            self.failures.append((message, exc))
-            return []
+            while i < len(ready) or heap:
+                at = slot_time(ready[i][0]) if i < len(ready) else None
+                if heap and (at is None or heap[0][0] < at):
+                    due, key = heapq.heappop(heap)
+                    if view.get(deadline_key(due, key)) is None:
+                        continue  # moved, or already fired
+                    view.delete(deadline_key(due, key))
+                    self._fire(view, key, due, clock, result)
+                    continue
+                slot, entry = ready[i]
+                i += 1
+                view.delete(slot)
+                assert at is not None
+                self._apply(view, Routed.from_json(entry), at, clock, result)
+        finally:
+            self._heap = None
 
     @staticmethod
-    def _enqueue(view: StateView, message: Record, now_ms: int) -> None:
-        src = message["change"]["source"]
-        ts = src.get("ts_ms") or now_ms
-        position = src["lsn"] if src.get("lsn") is not None else f"o{src['offset']}"
-        slot = f"q/{ts:015d}/{src['topic']}/{position}/{src['key']}/{message.get('key', '')}"
-        view.put(slot, {"message": message, "arrived_ms": now_ms})
+    def _advance(clock: Record, order_ms: int, at_ms: int) -> int:
+        """Move the order position and the stream clock; the clock's new value."""
+        clock["order"] = max(clock.get("order") or 0, order_ms)
+        stream = at_ms if clock["stream"] is None else max(clock["stream"], at_ms)
+        clock["stream"] = stream
+        return stream
 
-    def _release(self, view: StateView, now_ms: int) -> list[Record]:
-        waiting = view.scan("q/")
-        window = self.config.reorder_window_ms
-        ripe = [slot for slot, entry in waiting if entry["arrived_ms"] + window <= now_ms]
-        if not ripe:
-            return []
-        last = max(ripe)
-        released = []
-        for slot, entry in waiting:
-            if slot > last:
-                break
-            released.append(entry["message"])
-            view.put(slot, None)
-        return released
+    def _apply(
+        self, view: StateView, routed: Routed, at: int, clock: Record, result: FlowResult
+    ) -> None:
+        if at < (clock.get("order") or 0):
+            result.late += 1
+        source_ts = routed.change.source.ts_ms
+        now = self._advance(clock, at, at if source_ts is None else max(at, source_ts))
+        view.savepoint()
+        try:
+            step = self.apply(view, routed, now)
+        except Exception as exc:  # a rule bug must not stop the partition: dead-letter it
+            view.rollback()
+            result.failures.append(Failure(exc, routed=routed))
+            return
+        view.release()
+        result.released += 1
+        result.duplicates += step.duplicate
+        result.emits += step.emits
 
-    def _on_tick(self, view: StateView, now_ms: int) -> list[Emit]:
-        deadlines: dict[str, int] = view.get("deadlines") or {}
+    def _fire(self, view: StateView, key: str, due: int, clock: Record, result: FlowResult) -> None:
+        now = self._advance(clock, due, due)
+        trigger = Trigger.timer(key, due, now)
+        view.savepoint()
+        try:
+            emits = self.reevaluate(view, key, trigger, now)
+        except Exception as exc:
+            view.rollback()
+            result.failures.append(Failure(exc, timer_key=key, due_ms=due))
+            return
+        view.release()
+        result.timers += 1
+        result.emits += emits
+
+    # -- deadlines and dependents ------------------------------------------
+    def set_deadline(self, view: StateView, key: str, state: Record, due_ms: int | None) -> None:
+        """Make `due_ms` the entity's one deadline (None: no timer)."""
+        old = state.get("due")
+        if old == due_ms and (due_ms is None or view.get(deadline_key(due_ms, key)) is not None):
+            return
+        if old is not None and old != due_ms:
+            view.delete(deadline_key(old, key))
+        if due_ms is not None:
+            view.put(deadline_key(due_ms, key), 1)
+            if self._heap is not None and due_ms < self._horizon:
+                heapq.heappush(self._heap, (due_ms, key))
+        state["due"] = due_ms
+
+    @staticmethod
+    def set_refs(view: StateView, key: str, state: Record, refs: set[str]) -> None:
+        """Index `key` under each reference it read (and no longer under the others)."""
+        old = set(state.get("reads") or ())
+        if old == refs:
+            return
+        for ref in old - refs:
+            view.delete(f"dep/{ref}/{key}")
+        for ref in refs - old:
+            view.put(f"dep/{ref}/{key}", 1)
+        state["reads"] = sorted(refs)
+
+    @staticmethod
+    def dependents(view: StateView, reference: str) -> list[str]:
+        prefix = f"dep/{reference}/"
+        return [k[len(prefix) :] for k in view.keys(prefix)]
+
+    def reevaluate_dependents(
+        self, view: StateView, reference: str, trigger: Trigger, now_ms: int
+    ) -> list[Emit]:
+        """Evaluate again every entity that reads `reference`, which just changed."""
         emits: list[Emit] = []
-        for key in sorted(k for k, t in deadlines.items() if t <= now_ms):
-            emits += self.reevaluate(view, key, Trigger(f"tick:{key}:{now_ms}"), now_ms)
+        for dependent in self.dependents(view, reference):
+            emits += self.reevaluate(view, dependent, trigger, now_ms)
         return emits
 
-    # -- shared steps -----------------------------------------------------
+    def purge(self, view: StateView, key: str, state: Record) -> None:
+        """Forget a finished entity: its state, its deadline and its index keys."""
+        if state.get("due") is not None:
+            view.delete(deadline_key(state["due"], key))
+        for ref in state.get("reads") or ():
+            view.delete(f"dep/{ref}/{key}")
+        view.delete(key)
+
+    # -- settling one entity -----------------------------------------------
     def settle(
         self,
         view: StateView,
@@ -130,62 +291,42 @@ class KeyedFlow:
         evaluation: Evaluation,
         trigger: Trigger,
         now_ms: int,
+        refs: set[str],
+        purge_at: int | None = None,
+        golden: Callable[[Record], list[Emit]] | None = None,
     ) -> list[Emit]:
-        """Emit what changed for one entity, remember its deadline, mark it written."""
-        view.put(key, state)
+        """Emit what changed for one entity (findings, commands, then `golden(state)`);
+        keep its deadline, references and counts; forget it once nothing is pending
+        and `purge_at` has passed."""
         open_before = _open_summary(state["open"])
-        emits = settle_findings(state["open"], evaluation.findings, now_ms, trigger)
-        emits += issue_commands(state["issued"], evaluation.commands, now_ms, trigger)
-        self.set_deadline(view, key, evaluation.deadline_ms)
+        emits = settle_findings(state["open"], evaluation.findings, trigger)
+        emits += issue_commands(state["issued"], evaluation.commands, trigger)
+        if golden is not None:
+            emits += golden(state)
         _count(view, OPEN_INDEX, open_before, _open_summary(state["open"]))
         waiting = sorted({d.split(":", 1)[0] for d in evaluation.waiting_for})
         _count(view, PARKED_INDEX, state.get("waiting", []), waiting)
         state["waiting"] = waiting
-        return emits
-
-    @staticmethod
-    def set_deadline(view: StateView, key: str, due_ms: int | None) -> None:
-        deadlines: dict[str, int] = view.get("deadlines") or {}
-        if deadlines.get(key) == due_ms:
-            return
-        deadlines = dict(deadlines)
-        if due_ms is None:
-            deadlines.pop(key, None)
+        if purge_at is not None and not state["open"] and not waiting:
+            if now_ms >= purge_at:
+                self.purge(view, key, state)
+                return emits
         else:
-            deadlines[key] = due_ms
-        view.put("deadlines", deadlines)
-
-    @staticmethod
-    def depend(view: StateView, reference: str, key: str) -> None:
-        """Record that entity `key` must be re-evaluated when `reference` changes."""
-        dependents: list[str] = view.get(f"dep/{reference}") or []
-        if key not in dependents:
-            view.put(f"dep/{reference}", [*dependents, key])
-
-    @staticmethod
-    def undepend(view: StateView, reference: str, key: str) -> None:
-        dependents: list[str] = view.get(f"dep/{reference}") or []
-        if key in dependents:
-            view.put(f"dep/{reference}", [k for k in dependents if k != key])
-
-    @staticmethod
-    def dependents(view: StateView, reference: str) -> list[str]:
-        return list(view.get(f"dep/{reference}") or [])
-
-    def reevaluate_dependents(
-        self, view: StateView, reference: str, trigger: Trigger, now_ms: int
-    ) -> list[Emit]:
-        """Evaluate again every entity that depends on `reference`, which just changed."""
-        emits: list[Emit] = []
-        for dependent in self.dependents(view, reference):
-            emits += self.reevaluate(view, dependent, trigger, now_ms)
+            purge_at = None
+        due = evaluation.deadline_ms
+        if purge_at is not None:
+            due = purge_at if due is None else min(due, purge_at)
+        self.set_deadline(view, key, state, due)
+        self.set_refs(view, key, state, refs)
+        view.put(key, state)
         return emits
 
     @staticmethod
     def golden(
-        state: Record, topic: str, key: str, record: Record | None, now_ms: int, trigger: Trigger
+        state: Record, topic: str, key: str, record: Record | None, trigger: Trigger
     ) -> list[Emit]:
-        """A golden record if it changed since the last one (a tombstone when it went away)."""
+        """A golden record if it changed since the last one (a tombstone when it went away);
+        it marks `state`, so call it where `settle` asks (its `golden` argument)."""
         if record is None:
             if state.get("golden") and state["golden"] != "tombstone":
                 state["golden"] = "tombstone"
@@ -209,7 +350,7 @@ class KeyedFlow:
             Emit(
                 topic,
                 key,
-                record | {"updated_at": iso(now_ms)},
+                record | {"updated_at": iso(trigger.at_ms)},
                 trigger.correlation_id,
                 "golden",
                 trigger.source_ts_ms,
@@ -241,9 +382,8 @@ def _count(view: StateView, index: str, before: list[str], after: list[str]) -> 
     view.put(index, {k: v for k, v in counts.items() if v > 0})
 
 
-def change_trigger(message: Record) -> Trigger:
-    from pssync.streams.changes import SourceRef
-
-    change = message["change"]
-    ref = SourceRef.from_json(change["source"])
-    return Trigger(change["correlation_id"], [ref], ref.ts_ms)
+def change_trigger(routed: Routed, now_ms: int) -> Trigger:
+    """The trigger of a routed change applied at stream time `now_ms`."""
+    change = routed.change
+    ref = change.source
+    return Trigger(change.correlation_id, [ref], ref.ts_ms, now_ms)

@@ -73,6 +73,17 @@ class Metrics:
             "Redelivered or out-of-date source changes skipped.",
             registry=r,
         )
+        self.late = Counter(
+            "pssync_late_changes",
+            "Changes applied after their partition's stream time had passed them: a source "
+            "idle longer than PSSYNC_SOURCE_IDLE_S, skewed clocks, or a redelivery.",
+            registry=r,
+        )
+        self.timers = Counter(
+            "pssync_timers_fired",
+            "Event-time timers fired (grace periods, SLAs, dependency timeouts, retention).",
+            registry=r,
+        )
         self.sync_outcomes = Counter(
             "pssync_sync_outcomes",
             "Sync decisions: a command issued (synced), an exception "

@@ -2,11 +2,22 @@
 
 Used by the ingest agents and by the tests that replay the same routing
 without Kafka.
+
+Link tables remember an entity's last join key (Debezium's default replica
+identity sends no before-image), so a change that moves an entity to another
+key, or deletes it, also reaches the previous owner. A link goes with its
+entity's delete ("links of deleted records"), and a route may give links an
+expiry in event time (`Route.expires`). A change that may have had an owner
+pssync no longer knows of (an update or delete with no link and no
+before-image) is also sent to every other partition, marked as not theirs,
+so whichever holds the entity lets it go: nothing depends on a link being kept.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pssync.streams.changes import Change
@@ -15,35 +26,48 @@ from pssync.streams.rules.workers import join_key_of_erp
 
 Record = dict[str, Any]
 JoinKey = Callable[[Record], str | None]
+# event time (ms) after which an entity's link may be forgotten, from its after-image
+Expiry = Callable[[Record, int], int | None]
 
 
 def new_link() -> Record:
     return {"key": None, "seen": {}}
 
 
-def link_targets(link: Record, change: Change, join_key: JoinKey) -> list[str]:
-    """Join keys a change must reach; updates `link` (the entity's last join key).
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Where one change goes: its join keys, and whether others may hold it unknowingly."""
 
-    The new join key, plus the previous one when the entity moved to another
-    key or was deleted, so the old owner drops it. The previous key comes from
-    the link table, since Debezium's default replica identity gives no
-    before-image.
+    targets: tuple[str, ...]
+    elsewhere: bool  # also tell every other partition (previous owner unknown)
+    link: Record | None  # the link to keep (None: forget it)
+
+
+def plan_route(link: Record | None, change: Change, join_key: JoinKey) -> Plan:
+    """The new join key, plus the previous one when the entity moved or was deleted.
+
+    The previous key comes from the link, else from the before-image. With neither,
+    an update or delete may concern an owner forgotten since: `elsewhere`.
     """
     new_key = join_key(change.after) if change.after else None
-    targets = {k for k in (new_key, link["key"]) if k}
-    if not targets and change.before:
-        old = join_key(change.before)
-        if old:
-            targets.add(old)
-    if is_newer(link["seen"], change.source):
-        remember(link["seen"], change.source)
-        link["key"] = new_key
-    return sorted(targets)
+    previous = link["key"] if link else None
+    if previous is None and change.before:
+        previous = join_key(change.before)
+    targets = tuple(sorted({k for k in (new_key, previous) if k}))
+    elsewhere = link is None and change.before is None and change.op in ("u", "d")
+    kept = dict(link) if link else new_link()
+    kept["seen"] = dict(kept["seen"])
+    if is_newer(kept["seen"], change.source):
+        remember(kept["seen"], change.source)
+        kept["key"] = new_key
+        if change.after is None:
+            return Plan(targets, elsewhere, None)
+    return Plan(targets, elsewhere, kept)
 
 
 def erp_employee_targets(link: Record, change: Change) -> list[str]:
     """ERP employees join HR on worker_id, or on `erp:<id>` when unlinked."""
-    return link_targets(link, change, join_key_of_erp)
+    return list(plan_route(link, change, join_key_of_erp).targets)
 
 
 def field_key(name: str, prefix: str = "") -> JoinKey:
@@ -59,3 +83,17 @@ def field_key(name: str, prefix: str = "") -> JoinKey:
 def erp_project_key(image: Record) -> str | None:
     """ERP projects join PSA on project_id, or on `erp:<id>` when unlinked."""
     return str(image["project_id"]) if image.get("project_id") else f"erp:{image['erp_project_id']}"
+
+
+def month_end_ms(day: str) -> int:
+    """The first instant of the month after the ISO date `day`, UTC, in ms."""
+    date = dt.date.fromisoformat(day)
+    first_next = (date.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    return int(dt.datetime(first_next.year, first_next.month, 1, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def time_entry_link_expiry(after: Record, retention_ms: int) -> int | None:
+    """A time entry's link may go once its month is over by the retention: by then its
+    period is normally closed and the entry retired (if not, a later change reaches
+    the owner anyway, sent everywhere)."""
+    return month_end_ms(str(after["work_date"])) + retention_ms

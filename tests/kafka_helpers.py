@@ -132,7 +132,7 @@ def wait_drained(settings: Settings, physical_topics: list[str], timeout_s: floa
 
     Inputs first (their offsets are committed only after the batch's outputs
     were flushed); then the internal topics up to where they stood, twice,
-    a reorder window and two ticks apart, so that buffered changes were released.
+    an idle time and two ticks apart, so that buffered changes were released.
     Ticks keep arriving on internal topics, so those are never fully "caught up".
     """
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
@@ -145,7 +145,7 @@ def wait_drained(settings: Settings, physical_topics: list[str], timeout_s: floa
     )
     internal = [t for t in physical_topics if t.startswith(settings.internal_topic(""))]
     inputs = [t for t in physical_topics if t not in internal]
-    settle_s = settings.reorder_window_s + 2 * settings.tick_interval_s
+    settle_s = settings.source_idle_s + 2 * settings.tick_interval_s
     try:
         deadline = time.monotonic() + timeout_s
         stages: list[tuple[list[str], bool]] = [(inputs, False), (internal, True), (internal, True)]

@@ -25,7 +25,6 @@ def test_demo_streams_the_simulator_and_reports_detected_versus_injected(
         orphan_grace_s=10,
         project_setup_sla_s=10,
         dependency_timeout_s=20,
-        reorder_window_s=5,
     )
     proc = subprocess.run(
         [sys.executable, "-m", "pssync", "demo", "--no-stack", "--duration", str(DURATION_S)],

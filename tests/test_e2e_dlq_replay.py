@@ -169,6 +169,6 @@ def test_a_corrupt_internal_message_is_dead_lettered_and_the_partition_goes_on(
     assert len(dead) == settings.partitions
     assert {d["original_topic"] for d in dead} == {keyed}
     assert {base64.b64decode(d["value"]) for d in dead} == {b"{not json"}
-    assert {d["error_class"] for d in dead} == {"JSONDecodeError"}
+    assert {d["error_class"] for d in dead} == {"MessageError"}
     commands = collect(settings, ["erp.cmd.employee"])
     assert [(c["value"]["type"], c["key"]) for c in commands] == [("UPSERT_EMPLOYEE", "W-OK")]

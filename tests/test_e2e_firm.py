@@ -142,7 +142,7 @@ def test_firm_scenario_exact_outputs(
     # JSON logs an operator can search: every decision with its correlation id, no
     # personal data (names, emails, rates)
     lines = [json.loads(line) for line in worker.log(tail=0).splitlines() if line.startswith("{")]
-    decisions = [rec for rec in lines if rec["logger"] == "pssync.streams.runtime"]
+    decisions = [rec for rec in lines if rec["logger"] == "pssync.decisions"]
     commands = {
         c["value"]["correlation_id"]
         for t in ("erp.cmd.time_entry", "erp.cmd.project")

@@ -9,7 +9,8 @@ from typing import Any
 from pssync.avro.codec import Codec
 from pssync.avro.registry import RegistryClient
 from pssync.settings import Settings
-from pssync.streams.runtime import Inbound, Runtime
+from pssync.streams.decode import Inbound
+from pssync.streams.runtime import Runtime
 
 
 class NoProducer:
@@ -28,7 +29,7 @@ def runtime(tmp_path: Path) -> Runtime:
 def test_a_tombstone_is_counted_and_produces_nothing(tmp_path: Path) -> None:
     rt = runtime(tmp_path)
     tombstone = Inbound("cdc.hr.worker", 1, 42, b"\x00\x00\x00\x00\x01\x06W-1", None)
-    decoded = asyncio.run(rt.decode([tombstone]))
+    decoded = asyncio.run(rt.decoder.decode([tombstone]))
     assert decoded.changes == []
     assert decoded.dead == []
     assert decoded.tombstones == 1
@@ -38,7 +39,7 @@ def test_a_tombstone_is_counted_and_produces_nothing(tmp_path: Path) -> None:
 def test_bytes_without_the_wire_format_become_a_dead_letter_as_data(tmp_path: Path) -> None:
     rt = runtime(tmp_path)
     record = Inbound("cdc.hr.worker", 2, 7, None, b"\x01garbage", (("correlation_id", b"c-9"),))
-    decoded = asyncio.run(rt.decode([record]))
+    decoded = asyncio.run(rt.decoder.decode([record]))
     (dead,) = decoded.dead
     assert dead.topic == "sync.dlq"
     assert dead.correlation_id == "c-9"

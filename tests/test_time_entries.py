@@ -247,7 +247,7 @@ def test_net_posted_hours_equal_the_last_approved_version(edits: list[dict[str, 
         state["lsn"] = ch.source.lsn
         state["rec"], state["src"] = last, ch.source.to_json()
         evaluation = time_entries.evaluate(state, FACTS, timing)
-        emits = issue_commands(issued, evaluation.commands, NOW, Trigger("c"))
+        emits = issue_commands(issued, evaluation.commands, Trigger("c", at_ms=NOW))
         ledger += [e.value for e in emits if e.value is not None]
     expected = (
         Decimal(last["hours"]) if last is not None and last["status"] == "APPROVED" else Decimal(0)

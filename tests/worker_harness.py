@@ -1,7 +1,14 @@
-"""Drives WorkerFlow without Kafka: the agents' routing, a real RocksDB store, a fixed clock."""
+"""Drives the keyed flows without Kafka: the agents' routing, real RocksDB stores, a
+harness clock.
+
+Every change is sent at a harness time (`now`, default NOW): it is the change's event
+time, and the harness then reports its one source read past it, so the change is
+applied at once; `tick(now)` moves event time to `now` (timers due up to it fire).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from pathlib import Path
 from typing import Any
@@ -10,10 +17,10 @@ from pssync.avro.contract import TABLES
 from pssync.streams.agents import INGEST_MODULES
 from pssync.streams.agents.base import PROJECT_KEYED, WORKER_KEYED, IngestSpec
 from pssync.streams.changes import Change, SourceRef
-from pssync.streams.flow import FlowConfig, KeyedFlow, tick_message
+from pssync.streams.flow import Failure, FlowConfig, FlowResult, KeyedFlow
+from pssync.streams.messages import Message, Routed, Watermark
 from pssync.streams.outputs import Emit
 from pssync.streams.project_flow import ProjectFlow
-from pssync.streams.routing import link_targets, new_link
 from pssync.streams.worker_flow import WorkerFlow
 from pssync.tables.store import PartitionStore
 from pssync.tables.view import StateView
@@ -23,6 +30,8 @@ HR, ERP, CC = "cdc.hr.worker", "cdc.erp.employee", "cdc.erp.cost_center"
 GRACE_MS = 60_000
 TIMEOUT_MS = 120_000
 SLA_MS = 3_600_000
+RETENTION_MS = 30 * 86_400_000
+SOURCE = ("harness", 0)
 
 
 def hr(
@@ -80,13 +89,19 @@ def change(
     op: str | None = None,
     offset: int | None = None,
     entity_id: str | None = None,
+    ts: int = NOW - 1000,
 ) -> Change:
     image = after if after is not None else before
     key = entity_id or (image or {})[_KEYS[topic]]
     if op is None:
         op = "d" if after is None else ("u" if before is not None else "c")
-    ref = SourceRef(topic, 0, lsn if offset is None else offset, key, lsn, NOW - 1000)
+    ref = SourceRef(topic, 0, lsn if offset is None else offset, key, lsn, ts)
     return Change(topic, key, op, before, after, ref, f"corr-{topic}-{key}-{lsn}", op == "r")
+
+
+def at(ch: Change, ts: int) -> Change:
+    """The same change, committed at `ts`."""
+    return dataclasses.replace(ch, source=dataclasses.replace(ch.source, ts_ms=ts))
 
 
 def _specs() -> dict[str, IngestSpec]:
@@ -98,51 +113,79 @@ def _specs() -> dict[str, IngestSpec]:
 
 class Harness:
     """One partition of each keyed topic, fed the way the ingest agents feed them
-    (their own routing specs), with real RocksDB stores and a fixed clock."""
+    (their own routing specs and link tables), with real RocksDB stores."""
 
-    def __init__(self, path: Path, window_ms: int = 0) -> None:
-        config = FlowConfig(GRACE_MS, TIMEOUT_MS, window_ms, SLA_MS)
+    def __init__(self, path: Path, retention_ms: int = RETENTION_MS) -> None:
+        self.config = FlowConfig(
+            GRACE_MS, TIMEOUT_MS, SLA_MS, retention_ms, idle_ttl_ms=5_000, sources=(SOURCE,)
+        )
         self.store = PartitionStore(path)
         self.project_store = PartitionStore(path.with_name(path.name + "-projects"))
-        self.flow = WorkerFlow(config)
-        self.project_flow = ProjectFlow(config)
-        self.links: dict[str, dict[str, Any]] = {}
+        self.link_store = PartitionStore(path.with_name(path.name + "-links"))
+        self.flow = WorkerFlow(self.config)
+        self.project_flow = ProjectFlow(self.config)
         self.emitted: list[Emit] = []
+        self.failures: list[Failure] = []
+        self.duplicates = 0
+        self.late = 0
         self.specs = _specs()
+        self.clock = 0
+        self.retention_ms = retention_ms
 
-    def _run(self, target: str, messages: list[dict[str, Any]], now: int) -> list[Emit]:
-        store = self.store if target == WORKER_KEYED else self.project_store
-        flow: KeyedFlow = self.flow if target == WORKER_KEYED else self.project_flow
+    def flow_for(self, target: str) -> tuple[PartitionStore, KeyedFlow]:
+        if target == WORKER_KEYED:
+            return self.store, self.flow
+        return self.project_store, self.project_flow
+
+    def run(self, target: str, messages: list[Message]) -> FlowResult:
+        """One batch of one keyed partition, as the keyed agent runs it."""
+        store, flow = self.flow_for(target)
         view = StateView(store)
-        emits = flow.process(view, messages, now)
+        result = flow.process(view, 0, messages, wall_ms=0)
         store.write(view.changes(), None)
-        self.emitted += emits
-        return emits
+        self.emitted += result.emits
+        self.failures += result.failures
+        self.duplicates += result.duplicates
+        self.late += result.late
+        return result
+
+    def _watermark(self, now: int) -> Watermark:
+        self.clock = max(self.clock, now)
+        return Watermark(SOURCE[0], SOURCE[1], self.clock + 1, None, 0)
+
+    def route(self, ch: Change) -> dict[str, list[Message]]:
+        """The messages the ingest agent sends for `ch`, by target topic."""
+        out: dict[str, list[Message]] = {WORKER_KEYED: [], PROJECT_KEYED: []}
+        links = StateView(self.link_store)
+        for route in self.specs[ch.topic].routes:
+            if route.join_key is None:
+                out[route.target].append(Routed(route.kind, None, ch))
+                continue
+            plan = IngestSpec.plan(route, ch, links if route.linked else None, self.retention_ms)
+            new_key = route.join_key(ch.after) if ch.after else None
+            for key in plan.targets:
+                out[route.target].append(Routed(route.kind, key, ch, leaving=key != new_key))
+        self.link_store.write(links.changes(), None)
+        return out
 
     def send(self, ch: Change, now: int = NOW) -> list[Emit]:
+        """`ch`, committed at `now` (its event time), applied at once."""
+        ch = at(ch, now)
         emits: list[Emit] = []
-        for route in self.specs[ch.topic].routes:
-            message: dict[str, Any] = {"kind": route.kind, "change": ch.to_json()}
-            if route.join_key is None:
-                emits += self._run(route.target, [message], now)
-                continue
-            if route.linked:
-                link = self.links.setdefault(f"{ch.topic}/{route.kind}/{ch.entity_id}", new_link())
-                targets = link_targets(link, ch, route.join_key)
-            else:
-                key = route.join_key(ch.after or ch.before or {})
-                targets = [key] if key else []
-            emits += self._run(route.target, [message | {"key": t} for t in targets], now)
+        for target, messages in self.route(ch).items():
+            if messages:
+                emits += self.run(target, [*messages, self._watermark(now)]).emits
         return emits
 
     def tick(self, now: int) -> list[Emit]:
-        return self._run(WORKER_KEYED, [tick_message(now)], now) + self._run(
-            PROJECT_KEYED, [tick_message(now)], now
-        )
+        """Event time moves to `now`: timers due up to it fire."""
+        wm = self._watermark(now)
+        return self.run(WORKER_KEYED, [wm]).emits + self.run(PROJECT_KEYED, [wm]).emits
 
     def close(self) -> None:
         self.store.close()
         self.project_store.close()
+        self.link_store.close()
 
     def state(self, key: str) -> dict[str, Any] | None:
         return self.store.get(key if "/" in key else f"w/{key}")

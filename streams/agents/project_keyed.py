@@ -20,5 +20,5 @@ TABLE = "projects"
 
 
 def register(app: faust.App, rt: Runtime) -> None:
-    flow = ProjectFlow(flow_config(rt.settings))
+    flow = ProjectFlow(flow_config(rt.settings, rt.expected_sources(PROJECT_KEYED)))
     register_keyed(app, rt, PROJECT_KEYED, TABLE, flow, __doc__ or "")

@@ -22,5 +22,5 @@ TABLE = "workers"
 
 
 def register(app: faust.App, rt: Runtime) -> None:
-    flow = WorkerFlow(flow_config(rt.settings))
+    flow = WorkerFlow(flow_config(rt.settings, rt.expected_sources(WORKER_KEYED)))
     register_keyed(app, rt, WORKER_KEYED, TABLE, flow, __doc__ or "")

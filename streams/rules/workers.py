@@ -63,8 +63,8 @@ def apply_change(state: Record, change: Change) -> bool:
         state["hr_src"] = change.source.to_json()
     elif change.topic == RATE_TOPIC:
         rates = state.setdefault("rates", {})
-        if change.after is None:
-            rates.pop(change.entity_id, None)
+        if change.after is None or change.after.get("worker_id") != state["key"]:
+            rates.pop(change.entity_id, None)  # deleted, or moved to another worker
         else:
             rates[change.entity_id] = change.after
     elif change.topic == ERP_TOPIC:
