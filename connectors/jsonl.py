@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from pssync.avro.codec import Codec, DecodeError, load_schema_text
 from pssync.avro.contract import ALL_TOPICS, TABLES_BY_TOPIC
 from pssync.avro.jsonform import JsonForm, JsonFormError
-from pssync.connectors.kafka import CORRELATION_HEADER, OutputProducer, admin
+from pssync.connectors.kafka import CORRELATION_HEADER, OutputProducer, admin, client_config
 from pssync.settings import Settings
 
 
@@ -135,12 +135,14 @@ def consume_records(
     """Decoded records of `topics` (logical names) as JSON-form dicts."""
     forms = Forms()
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"pssync-consume-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest" if from_beginning else "latest",
-        }
+        client_config(
+            settings,
+            **{
+                "group.id": f"pssync-consume-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest" if from_beginning else "latest",
+            },
+        )
     )
     try:
         assignment = []

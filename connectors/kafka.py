@@ -38,8 +38,18 @@ def stable_partition(key: str, partitions: int) -> int:
     return zlib.crc32(key.encode()) % partitions
 
 
+# librdkafka's own log lines go through Python logging (one per line, with the rest of
+# the process's log), never straight to stderr in the middle of a CLI's output
+_librdkafka = logging.getLogger("pssync.kafka.client")
+
+
+def client_config(settings: Settings, **config: Any) -> dict[str, Any]:
+    """The configuration every Kafka client pssync opens starts from."""
+    return {"bootstrap.servers": settings.kafka_bootstrap, "logger": _librdkafka, **config}
+
+
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    return AdminClient(client_config(settings))
 
 
 def check_kafka(settings: Settings, timeout_s: float = 5.0) -> None:
@@ -116,15 +126,17 @@ class OutputProducer:
         self.codec = codec
         self._forms: dict[str, JsonForm] = {}
         self._producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                "queue.buffering.max.messages": 500_000,
-                **config,
-            }
+            client_config(
+                settings,
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                    "queue.buffering.max.messages": 500_000,
+                    **config,
+                },
+            )
         )
         self.errors: list[str] = []
         self.sent = 0
@@ -210,12 +222,14 @@ def read_partition(
     `on_total` is told how many records the read will cover, before the first.
     """
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"{settings.app_id}-restore",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+        client_config(
+            settings,
+            **{
+                "group.id": f"{settings.app_id}-restore",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            },
+        )
     )
     try:
         low, high = consumer.get_watermark_offsets(
@@ -246,5 +260,60 @@ def read_partition(
                 raise KafkaException(
                     f"reading {topic}[{partition}]: no record for {stall_timeout_s:.0f}s"
                 )
+    finally:
+        consumer.close()
+
+
+def _lagging(
+    consumer: Consumer,
+    client: AdminClient,
+    topics: list[str],
+    floor: dict[tuple[str, int], int] | None,
+) -> tuple[list[str], dict[tuple[str, int], int]]:
+    """Partitions whose committed offset is below `floor` (default: the high watermark)."""
+    tps = []
+    for topic in topics:
+        meta = client.list_topics(topic, timeout=10).topics[topic]
+        tps += [TopicPartition(topic, p) for p in meta.partitions]
+    highs = {}
+    lagging = []
+    for tp in consumer.committed(tps, timeout=10):
+        _, high = consumer.get_watermark_offsets(tp, timeout=10)
+        highs[(tp.topic, tp.partition)] = high
+        target = high if floor is None else floor.get((tp.topic, tp.partition), 0)
+        if target > 0 and tp.offset < target:
+            lagging.append(f"{tp.topic}[{tp.partition}] {tp.offset}/{target}")
+    return lagging, highs
+
+
+def wait_drained(settings: Settings, physical_topics: list[str], timeout_s: float = 90) -> None:
+    """Wait until the app (group `settings.group_id`) has processed everything sent so far.
+
+    Inputs first (their offsets are committed only after the batch's outputs
+    were flushed); then the internal topics up to where they stood, twice,
+    an idle time and two ticks apart, so that buffered changes were released.
+    Ticks keep arriving on internal topics, so those are never fully "caught up".
+    """
+    client = admin(settings)
+    consumer = Consumer(
+        client_config(settings, **{"group.id": settings.group_id, "enable.auto.commit": False})
+    )
+    internal = [t for t in physical_topics if t.startswith(settings.internal_topic(""))]
+    inputs = [t for t in physical_topics if t not in internal]
+    settle_s = settings.source_idle_s + 2 * settings.tick_interval_s
+    try:
+        deadline = time.monotonic() + timeout_s
+        stages: list[tuple[list[str], bool]] = [(inputs, False), (internal, True), (internal, True)]
+        for i, (topics, snapshot) in enumerate(stages):
+            if i == 2:
+                time.sleep(settle_s)
+            floor = _lagging(consumer, client, topics, None)[1] if snapshot else None
+            while True:
+                lagging, _ = _lagging(consumer, client, topics, floor)
+                if not lagging:
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"not drained within {timeout_s}s: {lagging}")
+                time.sleep(0.3)
     finally:
         consumer.close()

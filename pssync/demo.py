@@ -33,7 +33,7 @@ from pssync.avro.codec import Codec
 from pssync.avro.contract import ALL_TOPICS, COMMAND_TOPICS, RECONCILED_TOPICS
 from pssync.avro.registry import RegistryClient
 from pssync.connectors.jsonl import Forms, decode_message
-from pssync.connectors.kafka import check_kafka, contract_topic_specs, ensure_topics
+from pssync.connectors.kafka import check_kafka, client_config, contract_topic_specs, ensure_topics
 from pssync.demo_feed import VERIFIED, DemoFeed, Stopper, sim_config
 from pssync.settings import DEV_REGISTRY_URL, Settings
 
@@ -202,11 +202,10 @@ class OutputTail:
     def __init__(self, settings: Settings, codec: Codec) -> None:
         self.settings, self.codec, self.forms = settings, codec, Forms()
         self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"pssync-demo-tail-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-            }
+            client_config(
+                settings,
+                **{"group.id": f"pssync-demo-tail-{uuid.uuid4()}", "enable.auto.commit": False},
+            )
         )
         assignment = []
         # where this run's outputs start: what is already there belongs to earlier runs

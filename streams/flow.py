@@ -98,7 +98,7 @@ class FlowResult:
     duplicates: int = 0
     buffered: int = 0  # routed changes received into the buffer
     released: int = 0  # changes applied
-    late: int = 0  # changes applied after stream time had passed them
+    late: int = 0  # changes (not redeliveries) applied after stream time had passed them
     timers: int = 0  # timers fired
     aligned_ms: int | None = None
     stream_ms: int | None = None
@@ -204,8 +204,7 @@ class KeyedFlow:
     def _apply(
         self, view: StateView, routed: Routed, at: int, clock: Record, result: FlowResult
     ) -> None:
-        if at < (clock.get("order") or 0):
-            result.late += 1
+        late = at < (clock.get("order") or 0)
         source_ts = routed.change.source.ts_ms
         now = self._advance(clock, at, at if source_ts is None else max(at, source_ts))
         view.savepoint()
@@ -218,6 +217,7 @@ class KeyedFlow:
         view.release()
         result.released += 1
         result.duplicates += step.duplicate
+        result.late += late and not step.duplicate  # a late redelivery is harmless
         result.emits += step.emits
 
     def _fire(self, view: StateView, key: str, due: int, clock: Record, result: FlowResult) -> None:

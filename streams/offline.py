@@ -171,14 +171,47 @@ class OfflinePipeline:
         store.write(changes, None)
 
     def run(
-        self, batches: Iterable[tuple[Source, Sequence[Change]]], deliver_every: int = 1
+        self,
+        batches: Iterable[tuple[Source, Sequence[Change]]],
+        deliver_every: int = 1,
+        produced: str = "upfront",
+        idle_after: int = 100,
     ) -> None:
-        """Ingest batches in the given order, delivering to the keyed flows every few."""
-        for i, (source, changes) in enumerate(batches, 1):
+        """Ingest batches in the given order, delivering to the keyed flows every few.
+
+        `produced` says when the source records exist, which decides when a source
+        is idle (caught up, and no longer holding stream time back): "upfront" (a
+        backlog: once all its batches are read) or "just-in-time" (a trickle, read as
+        it is produced: after `idle_after` batches of other sources, the stand-in for
+        `PSSYNC_SOURCE_IDLE_S` at the trickle's rate).
+        """
+        schedule = list(batches)
+        left: dict[Source, int] = defaultdict(int)
+        last_read: dict[Source, int] = {}
+        for source, _ in schedule:
+            left[source] += 1
+        self.idle_except(left if produced == "upfront" else ())
+        for i, (source, changes) in enumerate(schedule, 1):
             self.ingest(source, changes)
+            last_read[source] = i
+            left[source] -= 1
+            if left[source] == 0:
+                del left[source]
+            if produced == "upfront":
+                self.idle_except(left)
+            else:
+                self.idle_except(s for s, at in last_read.items() if i - at < idle_after)
             if i % deliver_every == 0:
                 self.deliver()
         self.deliver()
+
+    def idle_except(self, busy: Iterable[Source]) -> None:
+        """Report every source but `busy` idle (caught up), once."""
+        busy = set(busy)
+        for topic in self.specs:
+            for p in range(self.source_partitions):
+                if (topic, p) not in busy and (topic, p) not in self.idle_since:
+                    self.report((topic, p), idle=True)
 
     def finish(self, idle_for_ms: int) -> None:
         """Every source goes idle, and the wall clock then runs `idle_for_ms` on."""

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pssync.avro.codec import Codec
-from pssync.connectors.kafka import OutputProducer, read_partition
+from pssync.connectors.kafka import OutputProducer, client_config, read_partition
 from pssync.settings import Settings
 from pssync.streams.commit import Emitter
 from pssync.streams.decode import Decoder, Inbound, Stats
@@ -166,11 +166,10 @@ class Runtime:
 
         if self._probe_consumer is None:
             self._probe_consumer = Consumer(
-                {
-                    "bootstrap.servers": self.settings.kafka_bootstrap,
-                    "group.id": self.settings.group_id,
-                    "enable.auto.commit": False,
-                }
+                client_config(
+                    self.settings,
+                    **{"group.id": self.settings.group_id, "enable.auto.commit": False},
+                )
             )
         consumer = self._probe_consumer
         positions = dict(self.positions)

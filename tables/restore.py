@@ -149,22 +149,25 @@ class Restorer:
         next_log = began + LOG_EVERY_S
         pending: dict[str, bytes | None] = {}
         last: int | None = None
-        base = progress.done
+        with self._lock:  # an attempt counts from where the store got to
+            progress.done, progress.total, progress.keys = 0, None, 0
 
         def on_total(n: int) -> None:
             with self._lock:
-                progress.total = base + n
+                progress.total = n
 
+        unwritten = 0
         for key, value, offset in self.read(
             table.changelog_topic, partition, start, self.stall_timeout_s, on_total
         ):
             pending[key.decode()] = value
             last = offset
-            if len(pending) >= CHUNK:
+            unwritten += 1
+            if unwritten >= CHUNK:  # written with the offset reached: a retry resumes here
                 store.write(pending, last)
                 with self._lock:
                     progress.keys += sum(1 for v in pending.values() if v is not None)
-                pending = {}
+                pending, unwritten = {}, 0
             with self._lock:
                 progress.done += 1
             if time.monotonic() >= next_log:

@@ -10,12 +10,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
-
 from pssync.avro.codec import Codec
 from pssync.avro.contract import ALL_TOPICS
 from pssync.avro.registry import RegistryClient
+from pssync.connectors import kafka
 from pssync.connectors.jsonl import consume_records
 from pssync.settings import Settings
 from tests.conftest import settings_env
@@ -105,63 +103,9 @@ def collect(settings: Settings, topics: list[str], idle_s: float = 2.0) -> list[
     return list(consume_records(settings, codec_for(settings), topics, True, idle_s))
 
 
-def _lagging(
-    consumer: Consumer,
-    admin: AdminClient,
-    topics: list[str],
-    floor: dict[tuple[str, int], int] | None,
-) -> tuple[list[str], dict[tuple[str, int], int]]:
-    """Partitions whose committed offset is below `floor` (default: the high watermark)."""
-    tps = []
-    for topic in topics:
-        meta = admin.list_topics(topic, timeout=10).topics[topic]
-        tps += [TopicPartition(topic, p) for p in meta.partitions]
-    highs = {}
-    lagging = []
-    for tp in consumer.committed(tps, timeout=10):
-        _, high = consumer.get_watermark_offsets(tp, timeout=10)
-        highs[(tp.topic, tp.partition)] = high
-        target = high if floor is None else floor.get((tp.topic, tp.partition), 0)
-        if target > 0 and tp.offset < target:
-            lagging.append(f"{tp.topic}[{tp.partition}] {tp.offset}/{target}")
-    return lagging, highs
-
-
 def wait_drained(settings: Settings, physical_topics: list[str], timeout_s: float = 90) -> None:
-    """Wait until the app has processed everything sent so far.
-
-    Inputs first (their offsets are committed only after the batch's outputs
-    were flushed); then the internal topics up to where they stood, twice,
-    an idle time and two ticks apart, so that buffered changes were released.
-    Ticks keep arriving on internal topics, so those are never fully "caught up".
-    """
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": settings.group_id,
-            "enable.auto.commit": False,
-        }
-    )
-    internal = [t for t in physical_topics if t.startswith(settings.internal_topic(""))]
-    inputs = [t for t in physical_topics if t not in internal]
-    settle_s = settings.source_idle_s + 2 * settings.tick_interval_s
-    try:
-        deadline = time.monotonic() + timeout_s
-        stages: list[tuple[list[str], bool]] = [(inputs, False), (internal, True), (internal, True)]
-        for i, (topics, snapshot) in enumerate(stages):
-            if i == 2:
-                time.sleep(settle_s)
-            floor = _lagging(consumer, admin, topics, None)[1] if snapshot else None
-            while True:
-                lagging, _ = _lagging(consumer, admin, topics, floor)
-                if not lagging:
-                    break
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"not drained within {timeout_s}s: {lagging}")
-                time.sleep(0.3)
-    finally:
-        consumer.close()
+    """Wait until the app has processed everything sent so far (`connectors.kafka`)."""
+    kafka.wait_drained(settings, physical_topics, timeout_s)
 
 
 def latest_by_key(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -266,9 +266,10 @@ def send_items(items: Iterable[Item], settings: Settings, codec: Codec) -> int:
     from confluent_kafka import Producer
 
     from pssync.connectors.jsonl import Forms, produce_lines
+    from pssync.connectors.kafka import client_config
 
     forms = Forms()
-    raw_producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    raw_producer = Producer(client_config(settings))
     failures: list[str] = []
 
     def delivered(err: Any, msg: Any) -> None:
