@@ -127,9 +127,11 @@ def outcome(pipeline: OfflinePipeline) -> dict[str, Any]:
 
 
 def run(changes: Sequence[Change], batches: Iterator[Any], path: Path, every: int = 1) -> Any:
+    """A trickle is produced as it is read; any other schedule reads a backlog."""
+    produced = "just-in-time" if every == 1 else "upfront"
     pipeline = OfflinePipeline(path, CONFIG, partitions=3, source_partitions=SOURCE_PARTITIONS)
     try:
-        pipeline.run(batches, deliver_every=every)
+        pipeline.run(batches, deliver_every=every, produced=produced)
         pipeline.finish(idle_for_ms=2 * 86_400_000)
         outputs = [{"topic": e.topic, "key": e.key, "value": e.value} for e in pipeline.emits]
         return outcome(pipeline), outputs, pipeline.counters

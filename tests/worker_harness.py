@@ -125,6 +125,8 @@ class Harness:
         self.flow = WorkerFlow(self.config)
         self.project_flow = ProjectFlow(self.config)
         self.emitted: list[Emit] = []
+        # what each keyed batch wrote: the changelog records it sent (None = tombstone)
+        self.changelog: list[dict[str, bytes | None]] = []
         self.failures: list[Failure] = []
         self.duplicates = 0
         self.late = 0
@@ -142,7 +144,9 @@ class Harness:
         store, flow = self.flow_for(target)
         view = StateView(store)
         result = flow.process(view, 0, messages, wall_ms=0)
-        store.write(view.changes(), None)
+        changes = view.changes()
+        self.changelog.append(changes)
+        store.write(changes, None)
         self.emitted += result.emits
         self.failures += result.failures
         self.duplicates += result.duplicates

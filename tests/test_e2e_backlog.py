@@ -1,0 +1,149 @@
+"""Same answers at any speed, on the real stack: a seeded firm with every rule's fault,
+streamed in real time to a running worker, and produced whole before a fresh worker
+(and before two fresh workers) starts, gives the same command IDs, the same final
+alert and exception states and the same golden records, all matching the truth.
+(The same check without Kafka, over many more arrival orders: `test_equivalence.py`;
+the 3,000-worker run: `python -m bench.backlog`.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pssync.avro.contract import CDC_TOPICS
+from pssync.settings import Settings
+from pssync.simulate.verify import compare, load_truth
+from tests.conftest import SettingsFactory, WorkerFactory, settings_env
+from tests.kafka_helpers import collect, create_topics, wait_drained
+
+pytestmark = pytest.mark.kafka
+
+RULE_FAULTS = [
+    "WORKER_MISSING_IN_ERP",
+    "WORKER_INVALID_COST_CENTER",
+    "WORKER_FIELD_DRIFT",
+    "TERMINATED_WORKER_ACTIVE_IN_ERP",
+    "ERP_EMPLOYEE_WITHOUT_HR_WORKER",
+    "PROJECT_MISSING_IN_ERP",
+    "PROJECT_GATE_FAILED",
+    "PROJECT_FIELD_DRIFT",
+    "SOW_SIGNED_WITHOUT_PROJECT",
+    "ASSIGNMENT_WORKER_INELIGIBLE",
+    "ASSIGNMENT_INVALID_COST_CENTER",
+    "ASSIGNMENT_RATE_BELOW_COST",
+    "TIME_FOR_INACTIVE_WORKER",
+    "TIME_IN_CLOSED_PERIOD",
+    "TIME_MISSING_COST_RATE",
+    "DEPENDENCY_TIMEOUT",
+]
+FAULTS = [f"--fault={k}=0.35" for k in RULE_FAULTS] + [
+    "--fault=DUPLICATE=0.02",
+    "--fault=UNDECODABLE=0.02",
+]
+OUTPUTS = [
+    "erp.cmd.employee",
+    "erp.cmd.project",
+    "erp.cmd.time_entry",
+    "sync.drift",
+    "sync.exceptions",
+    "sync.dlq",
+    "reconciled.worker",
+    "reconciled.project",
+    "reconciled.assignment",
+]
+# timers count on event time: seconds of simulated time while the firm streams
+TIMERS = {"orphan_grace_s": 4, "project_setup_sla_s": 4, "dependency_timeout_s": 10}
+
+
+def simulate(settings: Settings, rate: float, truth: Path) -> None:
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "pssync", "simulate", "--seed", "12", "--days", "35"),
+            *("--rate", str(rate), "--fault-rate", "0", *FAULTS, "--truth", str(truth)),
+            *("--progress", "60"),
+        ],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def settle(settings: Settings) -> None:
+    """Everything read and applied, and the timers of the last simulated seconds fired
+    (once every source is idle, stream time moves with the clock)."""
+    topics = [settings.topic(t) for t in CDC_TOPICS] + [
+        settings.internal_topic(t) for t in ("worker-keyed", "project-keyed")
+    ]
+    wait_drained(settings, topics, timeout_s=600)
+    time.sleep(TIMERS["dependency_timeout_s"] + 2)
+    wait_drained(settings, topics, timeout_s=120)
+
+
+def outcome(settings: Settings) -> dict[str, Any]:
+    out = {t: collect(settings, [t], idle_s=1.5) for t in OUTPUTS}
+    commands = sorted(
+        r["value"]["command_id"] for t in OUTPUTS if t.startswith("erp.cmd.") for r in out[t]
+    )
+    findings: dict[str, tuple[str, str, str]] = {}
+    for topic in ("sync.drift", "sync.exceptions"):
+        for r in out[topic]:
+            v = r["value"]
+            findings[r["key"]] = (v["rule"], v["entity_id"], v["state"])
+    golden = {(t, r["key"]): r["value"] for t in OUTPUTS if "reconciled" in t for r in out[t]}
+    verified = [r for t in OUTPUTS for r in out[t]]
+    return {
+        "commands": commands,
+        "findings": findings,
+        "golden": golden,
+        "dlq": len(out["sync.dlq"]),
+        "records": verified,
+    }
+
+
+def check_truth(result: dict[str, Any], truth: Path) -> None:
+    verdict = compare(load_truth(truth), result["records"])
+    report = "\n".join(verdict.lines())
+    assert verdict.missing == set(), report
+    assert verdict.unexpected == set(), report
+    assert verdict.posts == verdict.expected_posts > 0, report
+    assert verdict.dlq == verdict.expected_dlq, report
+
+
+def test_streamed_and_backlog_and_two_workers_give_the_same_outputs(
+    settings_factory: SettingsFactory, worker_factory: WorkerFactory, tmp_path: Path
+) -> None:
+    runs: dict[str, dict[str, Any]] = {}
+
+    streamed = settings_factory(**TIMERS, batch_size=2000)
+    create_topics(streamed)
+    worker_factory(streamed)
+    simulate(streamed, 400, tmp_path / "truth.jsonl")
+    settle(streamed)
+    runs["streamed"] = outcome(streamed)
+    check_truth(runs["streamed"], tmp_path / "truth.jsonl")
+
+    for name, workers in (("backlog", 1), ("backlog, two workers", 2)):
+        backlog = settings_factory(**TIMERS, batch_size=2000)
+        create_topics(backlog)
+        simulate(backlog, 0, tmp_path / f"truth-{workers}.jsonl")  # produced before any worker
+        for _ in range(workers):
+            worker_factory(backlog)
+        settle(backlog)
+        runs[name] = outcome(backlog)
+        check_truth(runs[name], tmp_path / f"truth-{workers}.jsonl")
+
+    reference = runs["streamed"]
+    for name, result in runs.items():
+        assert sorted(set(result["commands"])) == sorted(set(reference["commands"])), name
+        if "two" not in name:  # no rebalance, no replayed batch: each command sent once
+            assert len(set(result["commands"])) == len(result["commands"]), name
+        assert result["findings"] == reference["findings"], name
+        assert result["golden"] == reference["golden"], name
+        assert result["dlq"] == reference["dlq"], name
