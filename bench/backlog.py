@@ -198,15 +198,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dependency-timeout-s", dest="dependency_timeout_s", type=float, default=10
     )
+    parser.add_argument("--keep", type=Path, help="keep the workers' logs and state here")
+    parser.add_argument(
+        "--only", choices=["streamed", "backlog", "backlog2"], action="append", help="runs to do"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pssync-backlog-") as tmp:
-        root = Path(tmp)
-        runs = {
-            "streamed": run("streamed", 1, args, root),
-            "backlog": run("backlog", 1, args, root),
-            f"backlog, {args.workers_2} workers": run("backlog2", args.workers_2, args, root),
+        root = args.keep or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        plan = {
+            "streamed": ("streamed", 1),
+            "backlog": ("backlog", 1),
+            f"backlog, {args.workers_2} workers": ("backlog2", args.workers_2),
         }
-    reference = runs["streamed"]
+        runs = {
+            label: run(name, n, args, root)
+            for label, (name, n) in plan.items()
+            if not args.only or name in args.only
+        }
+    reference = next(iter(runs.values()))
     print(f"firm: seed {args.seed}, {args.workers} workers, {args.count} changes")
     print(
         f"{'run':<24} {'seconds':>8} {'commands':>9} {'sent':>7} {'findings':>9} "

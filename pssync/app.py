@@ -72,18 +72,41 @@ def prepare(settings: Settings, partitions: int | None = None) -> Codec:
     return codec
 
 
-def stream_times(rt: Runtime) -> dict[str, dict[str, str | None]]:
-    """Per owned keyed partition: the aligned time and the stream time, ISO (UTC)."""
+def stream_times(rt: Runtime) -> dict[str, dict[str, Any]]:
+    """Per owned keyed partition: the aligned time, the stream time (ISO, UTC), and the
+    source partitions holding the aligned time back."""
     from pssync.streams.findings import iso
 
     def shown(ms: int | None) -> str | None:
         return None if ms is None else iso(ms)
 
     return {
-        f"{rt.settings.logical(topic)}[{p}]": {"aligned": shown(a), "stream": shown(s)}
-        for (topic, p), (a, s) in sorted(rt.stream_times.items())
+        f"{rt.settings.logical(topic)}[{p}]": {
+            "aligned": shown(a),
+            "stream": shown(s),
+            "held_by": held[:5],
+        }
+        for (topic, p), (a, s, held) in sorted(rt.stream_times.items())
         if (topic, p) in rt.assigned
     }
+
+
+def source_progress(rt: Runtime) -> dict[str, dict[str, Any]]:
+    """Per owned CDC partition: how far it is read (event time), its position and end,
+    and since when it is idle (the ingest side of the alignment)."""
+    from pssync.streams.findings import iso
+
+    now = wall_ms()
+    out = {}
+    for (topic, p), progress in sorted(rt.sources.partitions.items()):
+        idle = rt.sources.idle_since(progress, now)
+        out[f"{topic}[{p}]"] = {
+            "read_to": None if progress.ts is None else iso(progress.ts),
+            "position": progress.position,
+            "end": progress.end,
+            "idle_since": None if idle is None else iso(idle),
+        }
+    return out
 
 
 def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
@@ -168,7 +191,8 @@ def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
     @app.timer(interval=settings.tick_interval_s, name="sources")  # type: ignore[untyped-decorator]
     async def sources() -> None:
         """Probe the broker (lag, the CDC partitions' ends); report idle sources."""
-        answer = await asyncio.get_running_loop().run_in_executor(None, rt.probe)
+        plan = rt.probe_plan()
+        answer = await asyncio.get_running_loop().run_in_executor(None, rt.probe, plan)
         rt.apply_probe(answer)
         report_sources(rt, rt.sources.due(wall_ms()))
 
@@ -187,6 +211,7 @@ def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
                 "late": s.late,
                 "timers": s.timers,
                 "stream_time": stream_times(rt),
+                "sources": source_progress(rt),
             }
         )
 

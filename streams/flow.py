@@ -102,6 +102,7 @@ class FlowResult:
     timers: int = 0  # timers fired
     aligned_ms: int | None = None
     stream_ms: int | None = None
+    holding: list[str] = field(default_factory=list)  # sources holding the aligned time
 
 
 def deadline_key(due_ms: int, key: str) -> str:
@@ -165,6 +166,7 @@ class KeyedFlow:
             self._release(view, clock, result)
         view.put(CLOCK, clock)
         result.aligned_ms, result.stream_ms = clock["aligned"], clock["stream"]
+        result.holding = alignment.holding(wall_ms)
         return result
 
     def _release(self, view: StateView, clock: Record, result: FlowResult) -> None:

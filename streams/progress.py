@@ -34,6 +34,7 @@ Partition = tuple[str, int]  # (logical topic, partition)
 class PartitionProgress:
     ts: int | None = None  # highest event time forwarded
     position: int | None = None  # next offset to process
+    processed_here: bool = False  # False: `position` is the group's committed offset
     end: int | None = None  # the partition's high watermark, as last probed
     active_ms: int = 0  # wall time it last had something to read
     reported: tuple[int | None, int | None] | None = None  # (ts, idle_since) last sent
@@ -73,14 +74,16 @@ class SourceProgress:
     def processed(self, partition: Partition, next_offset: int) -> None:
         progress = self.partitions.setdefault(partition, PartitionProgress())
         progress.position = next_offset
+        progress.processed_here = True
 
     def probed(self, partition: Partition, end: int, committed: int | None, wall_ms: int) -> None:
-        """The broker's answer: the partition's end, and where the group stands on it."""
+        """The broker's answer: the partition's end, and (until this process processes a
+        record of it) where the group stands on it (None: not known this time)."""
         progress = self.partitions.get(partition)
         if progress is None:
             return
         progress.end = end
-        if progress.position is None and committed is not None:
+        if not progress.processed_here and committed is not None:
             progress.position = committed
         if progress.position is None or progress.position < end:
             progress.active_ms = wall_ms

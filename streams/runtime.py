@@ -81,8 +81,9 @@ class Runtime:
         # CDC topic (logical) -> partition count, for the sources a keyed flow waits on
         self.source_partitions: dict[str, int] = {}
         self.flows: dict[str, KeyedFlow] = {}
-        # (internal topic, partition) -> (aligned time, stream time), for /ready and /stats
-        self.stream_times: dict[tuple[str, int], tuple[int | None, int | None]] = {}
+        # (internal topic, partition) -> (aligned time, stream time, the sources holding
+        # the aligned time), for /ready and /stats
+        self.stream_times: dict[tuple[str, int], tuple[int | None, int | None, list[str]]] = {}
         self._probe_consumer: Any = None
 
     def expected_sources(self, internal: str) -> list[tuple[str, int]]:
@@ -104,7 +105,11 @@ class Runtime:
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.late.inc(result.late)
         self.metrics.timers.inc(result.timers)
-        self.stream_times[(topic, partition)] = (result.aligned_ms, result.stream_ms)
+        self.stream_times[(topic, partition)] = (
+            result.aligned_ms,
+            result.stream_ms,
+            result.holding,
+        )
 
     # -- state ------------------------------------------------------------
     def table(self, name: str, source: str | None = None) -> Table:
@@ -158,7 +163,20 @@ class Runtime:
         }
 
     # -- the broker probe (blocking: run in an executor) -------------------
-    def probe(self) -> tuple[dict[str, int], list[tuple[tuple[str, int], int, int | None]]]:
+    def probe_plan(self) -> tuple[list[tuple[str, int]], dict[tuple[str, int], int]]:
+        """On the event loop: what the probe should ask about (owned partitions) and the
+        positions this process has processed to (CDC partitions it has not processed
+        since it got them are left out: for those the group's committed offset counts)."""
+        positions = {}
+        for (topic, partition), offset in self.positions.items():
+            progress = self.sources.partitions.get((self.settings.logical(topic), partition))
+            if progress is None or progress.processed_here:
+                positions[(topic, partition)] = offset
+        return sorted(self.assigned), positions
+
+    def probe(
+        self, plan: tuple[list[tuple[str, int]], dict[tuple[str, int], int]]
+    ) -> tuple[dict[str, int], list[tuple[tuple[str, int], int, int | None]]]:
         """High watermarks of owned partitions: consumer lag, and each CDC partition's
         end with the offset the group stands at where this process has processed
         nothing yet. Blocking; apply the answer on the event loop (`apply_probe`)."""
@@ -172,9 +190,9 @@ class Runtime:
                 )
             )
         consumer = self._probe_consumer
-        positions = dict(self.positions)
+        assigned, positions = plan
         ends: dict[tuple[str, int], tuple[int, int]] = {}
-        for topic, partition in sorted(self.assigned):
+        for topic, partition in assigned:
             try:
                 ends[(topic, partition)] = consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), timeout=2, cached=False
@@ -182,22 +200,29 @@ class Runtime:
             except Exception:  # a probe failure leaves the last values, never the worker
                 continue
         unknown = [TopicPartition(t, p) for t, p in ends if (t, p) not in positions]
-        committed: dict[tuple[str, int], int] = {}
+        committed: dict[tuple[str, int], int | None] = {}
         if unknown:
             try:
                 for tp in consumer.committed(unknown, timeout=5):
-                    if tp.offset >= 0:
-                        committed[(tp.topic, tp.partition)] = tp.offset
-            except Exception:
+                    # a negative offset: the group has none (it starts at the beginning)
+                    committed[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
+            except Exception:  # unknown this time (a rebalance, say): asked again next tick
                 pass
         lag: dict[str, int] = {}
         sources: list[tuple[tuple[str, int], int, int | None]] = []
         for (topic, partition), (low, high) in ends.items():
-            known = positions.get((topic, partition))
-            start = None if known is not None else committed.get((topic, partition), low)
-            position = known if known is not None else start
+            start: int | None = None
+            if (topic, partition) in positions:
+                position: int | None = positions[(topic, partition)]
+            elif (topic, partition) in committed:
+                start = committed[(topic, partition)]
+                position = low if start is None else start
+                start = position
+            else:
+                position = None
             logical = self.settings.logical(topic)
-            lag[logical] = lag.get(logical, 0) + max(0, high - (position or 0))
+            if position is not None:
+                lag[logical] = lag.get(logical, 0) + max(0, high - position)
             if logical in self.ingest_targets:
                 sources.append(((logical, partition), high, start))
         return lag, sources
@@ -206,7 +231,7 @@ class Runtime:
         self, answer: tuple[dict[str, int], list[tuple[tuple[str, int], int, int | None]]]
     ) -> None:
         lag, sources = answer
-        self.lag = lag
+        self.lag |= lag
         now = wall_ms()
         for partition, end, start in sources:
             self.sources.probed(partition, end, start, now)

@@ -102,7 +102,15 @@ def outcome(settings: Settings) -> dict[str, Any]:
         "commands": commands,
         "findings": findings,
         "golden": golden,
-        "dlq": len(out["sync.dlq"]),
+        # one per bad input (a rebalance may send one twice): by original position
+        "dlq": {
+            (
+                r["value"]["original_topic"].split(".", 1)[-1],
+                r["value"]["partition"],
+                r["value"]["offset"],
+            )
+            for r in out["sync.dlq"]
+        },
         "records": verified,
     }
 

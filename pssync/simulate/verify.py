@@ -2,7 +2,8 @@
 
 Every expected finding (rule on entity) must have been emitted; every finding
 emitted must have an injected cause (expected or allowed on that entity); the
-POST_TIME_ENTRY and dead-letter counts must match the truth's summary.
+POST_TIME_ENTRY and dead-letter counts must match the truth's summary (dead letters
+counted once per original record, as a crash or rebalance may send one twice).
 """
 
 from __future__ import annotations
@@ -73,17 +74,26 @@ def compare(truth: list[dict[str, Any]], outputs: Iterable[dict[str, Any]]) -> V
             allowed.add((rule, fault["entity_type"], fault["entity_id"]))
         if fault.get("expect_rule") and fault.get("kind") in ("alert", "exception"):
             verdict.expected.add((fault["expect_rule"], fault["entity_type"], fault["entity_id"]))
+    dead: set[tuple[Any, ...]] = set()
+    posted: set[str] = set()
     for record in outputs:
         value = record.get("value")
         topic = record.get("topic")
         if topic == "sync.dlq":
-            verdict.dlq += 1
+            # one per bad input: a dead letter re-sent after a crash or rebalance (at least
+            # once) names the same original position
+            position = (value or {}).get("original_topic"), (value or {}).get("offset")
+            dead.add(
+                (*position, (value or {}).get("partition"), len(dead) if None in position else 0)
+            )
+            verdict.dlq = len(dead)
         elif not value:
             continue
         elif topic in ("sync.drift", "sync.exceptions"):
             verdict.detected.add((value["rule"], value["entity_type"], value["entity_id"]))
         elif topic == "erp.cmd.time_entry" and value["type"] == "POST_TIME_ENTRY":
-            verdict.posts += 1
+            posted.add(value["command_id"])  # a command re-sent after a crash counts once
+            verdict.posts = len(posted)
     verdict.missing = verdict.expected - verdict.detected
     verdict.unexpected = verdict.detected - verdict.expected - allowed
     return verdict
