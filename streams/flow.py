@@ -14,6 +14,14 @@ batch (`process`) it:
    no trace in state, and is returned as a `Failure` for the dead-letter topic;
    the partition carries on.
 
+Guarantee: changes and timers are applied in one total order (event time, topic
+rank, source position; a timer after the changes of its instant), so the same
+input gives the same decisions and IDs however it was read, unless a record
+arrives after `A` passed it (counted as late; see `streams.alignment`). Cost: in
+steady state a change waits until every active source has moved past it or gone
+idle, at most about `PSSYNC_SOURCE_IDLE_S` plus a batch; a batch applies at most
+`max_release` changes, so a released backlog is worked off over several batches.
+
 What happened comes back as a `FlowResult` value (emits, failures, duplicates,
 counts); nothing is left on `self` for the caller to read.
 
@@ -69,6 +77,9 @@ class FlowConfig:
     idle_ttl_ms: int = 5_000
     # every source partition this keyed topic can receive changes from
     sources: tuple[tuple[str, int], ...] = ()
+    # changes applied per batch at most (what is left is applied by the next batch):
+    # bounds a batch's memory when a backlog is released at once
+    max_release: int = 20_000
 
 
 @dataclass(slots=True)
@@ -172,7 +183,9 @@ class KeyedFlow:
     def _release(self, view: StateView, clock: Record, result: FlowResult) -> None:
         horizon: int = clock["aligned"]
         end = time_key(horizon)
-        ready = view.scan("q/", f"q/{end}")
+        ready = view.scan("q/", f"q/{end}", limit=self.config.max_release)
+        # when the batch stops short, only timers due before the first change left run
+        stop = slot_time(ready[-1][0]) + 1 if len(ready) == self.config.max_release else None
         heap = [(slot_time(k), k.split("/", 2)[2]) for k in view.keys_between("dl/", f"dl/{end}")]
         heapq.heapify(heap)
         self._heap, self._horizon = heap, horizon
@@ -180,6 +193,8 @@ class KeyedFlow:
         try:
             while i < len(ready) or heap:
                 at = slot_time(ready[i][0]) if i < len(ready) else None
+                if at is None and stop is not None and heap and heap[0][0] >= stop - 1:
+                    break  # changes at the same time may be left: the next batch goes on
                 if heap and (at is None or heap[0][0] < at):
                     due, key = heapq.heappop(heap)
                     if view.get(deadline_key(due, key)) is None:

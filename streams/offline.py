@@ -25,7 +25,7 @@ from pssync.streams.agents import INGEST_MODULES
 from pssync.streams.agents.base import PROJECT_KEYED, WORKER_KEYED, IngestSpec, expire_links
 from pssync.streams.changes import Change, to_change
 from pssync.streams.flow import FlowConfig, FlowResult, KeyedFlow
-from pssync.streams.messages import Message, Routed, Watermark
+from pssync.streams.messages import Message, Routed, Tick, Watermark
 from pssync.streams.outputs import Emit
 from pssync.streams.project_flow import ProjectFlow
 from pssync.streams.worker_flow import WorkerFlow
@@ -213,8 +213,18 @@ class OfflinePipeline:
                 if (topic, p) not in busy and (topic, p) not in self.idle_since:
                     self.report((topic, p), idle=True)
 
+    def tick(self) -> int:
+        """A tick to every keyed partition (as the worker's timer sends): what it applied."""
+        before = len(self.counters.results)
+        for target in self.flows:
+            for p in range(self.partitions):
+                self.inbox[(target, p)].append(Tick(self.wall_ms))
+        self.deliver()
+        return sum(r.released + r.timers for r in self.counters.results[before:])
+
     def finish(self, idle_for_ms: int) -> None:
-        """Every source goes idle, and the wall clock then runs `idle_for_ms` on."""
+        """Every source goes idle, and the wall clock then runs `idle_for_ms` on; ticks
+        until nothing more comes out."""
         for topic in self.specs:
             for p in range(self.source_partitions):
                 self.report((topic, p), idle=True)
@@ -224,6 +234,8 @@ class OfflinePipeline:
             for p in range(self.source_partitions):
                 self.report((topic, p), idle=True)
         self.deliver()
+        while self.tick():
+            pass
 
     # -- what is in state ------------------------------------------------------
     def key_counts(self) -> dict[str, int]:

@@ -61,9 +61,12 @@ class StateView:
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
 
-    def scan(self, prefix: str, end: str | None = None) -> list[tuple[str, Any]]:
+    def scan(
+        self, prefix: str, end: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, Any]]:
         """(key, value) for keys from `prefix` up to `end` (default: all keys with the
-        prefix), in key order, as this batch sees them (its writes included)."""
+        prefix), in key order, as this batch sees them (its writes included); at most
+        `limit` of them."""
         stop = end if end is not None else (prefix_end(prefix) or None)
         written = self._written_between(prefix, stop)
         out: list[tuple[str, Any]] = []
@@ -87,6 +90,8 @@ class StateView:
                 value = self.get(key)
             if value is not None:
                 out.append((key, value))
+                if limit is not None and len(out) >= limit:
+                    break
         return out
 
     def keys(self, prefix: str) -> list[str]:
