@@ -32,24 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from pssync.avro.codec import Codec
-from pssync.avro.contract import ALL_TOPICS, CDC_TOPICS
+from pssync.avro.contract import ALL_TOPICS, CDC_TOPICS, OUTPUT_TOPICS
 from pssync.avro.registry import RegistryClient
 from pssync.connectors.jsonl import consume_records
 from pssync.connectors.kafka import wait_drained
 from pssync.settings import Settings
 from pssync.simulate.verify import compare, load_truth
 
-OUTPUTS = [
-    "erp.cmd.employee",
-    "erp.cmd.project",
-    "erp.cmd.time_entry",
-    "sync.drift",
-    "sync.exceptions",
-    "sync.dlq",
-    "reconciled.worker",
-    "reconciled.project",
-    "reconciled.assignment",
-]
+OUTPUTS = list(OUTPUT_TOPICS)
 TIMERS = {"orphan_grace_s": 900, "project_setup_sla_s": 86400, "dependency_timeout_s": 900}
 
 

@@ -15,47 +15,20 @@ from typing import Any
 
 import pytest
 
-from pssync.avro.contract import CDC_TOPICS
+from pssync.avro.contract import CDC_TOPICS, OUTPUT_TOPICS
 from pssync.settings import Settings
+from pssync.simulate import RULE_KINDS
 from pssync.simulate.verify import compare, load_truth
 from tests.conftest import SettingsFactory, WorkerFactory, settings_env
 from tests.kafka_helpers import collect, create_topics, wait_drained
 
 pytestmark = pytest.mark.kafka
 
-RULE_FAULTS = [
-    "WORKER_MISSING_IN_ERP",
-    "WORKER_INVALID_COST_CENTER",
-    "WORKER_FIELD_DRIFT",
-    "TERMINATED_WORKER_ACTIVE_IN_ERP",
-    "ERP_EMPLOYEE_WITHOUT_HR_WORKER",
-    "PROJECT_MISSING_IN_ERP",
-    "PROJECT_GATE_FAILED",
-    "PROJECT_FIELD_DRIFT",
-    "SOW_SIGNED_WITHOUT_PROJECT",
-    "ASSIGNMENT_WORKER_INELIGIBLE",
-    "ASSIGNMENT_INVALID_COST_CENTER",
-    "ASSIGNMENT_RATE_BELOW_COST",
-    "TIME_FOR_INACTIVE_WORKER",
-    "TIME_IN_CLOSED_PERIOD",
-    "TIME_MISSING_COST_RATE",
-    "DEPENDENCY_TIMEOUT",
-]
-FAULTS = [f"--fault={k}=0.35" for k in RULE_FAULTS] + [
+FAULTS = [f"--fault={k}=0.35" for k in RULE_KINDS] + [
     "--fault=DUPLICATE=0.02",
     "--fault=UNDECODABLE=0.02",
 ]
-OUTPUTS = [
-    "erp.cmd.employee",
-    "erp.cmd.project",
-    "erp.cmd.time_entry",
-    "sync.drift",
-    "sync.exceptions",
-    "sync.dlq",
-    "reconciled.worker",
-    "reconciled.project",
-    "reconciled.assignment",
-]
+OUTPUTS = list(OUTPUT_TOPICS)
 # timers count on event time: seconds of simulated time while the firm streams
 TIMERS = {"orphan_grace_s": 4, "project_setup_sla_s": 4, "dependency_timeout_s": 10}
 

@@ -10,30 +10,14 @@ from pathlib import Path
 import pytest
 
 from pssync.avro.contract import CDC_TOPICS
+from pssync.simulate import RULE_KINDS
 from pssync.simulate.verify import compare, load_truth
 from tests.conftest import SettingsFactory, WorkerFactory, settings_env
 from tests.kafka_helpers import collect, create_topics, wait_drained
 
 pytestmark = pytest.mark.kafka
 
-RULE_FAULTS = [
-    "WORKER_MISSING_IN_ERP",
-    "WORKER_INVALID_COST_CENTER",
-    "WORKER_FIELD_DRIFT",
-    "TERMINATED_WORKER_ACTIVE_IN_ERP",
-    "ERP_EMPLOYEE_WITHOUT_HR_WORKER",
-    "PROJECT_MISSING_IN_ERP",
-    "PROJECT_GATE_FAILED",
-    "PROJECT_FIELD_DRIFT",
-    "SOW_SIGNED_WITHOUT_PROJECT",
-    "ASSIGNMENT_WORKER_INELIGIBLE",
-    "ASSIGNMENT_INVALID_COST_CENTER",
-    "ASSIGNMENT_RATE_BELOW_COST",
-    "TIME_FOR_INACTIVE_WORKER",
-    "TIME_IN_CLOSED_PERIOD",
-    "TIME_MISSING_COST_RATE",
-    "DEPENDENCY_TIMEOUT",
-]
+RULE_FAULTS = list(RULE_KINDS)
 
 
 RULES = [f"--fault={kind}=0.35" for kind in RULE_FAULTS]

@@ -22,37 +22,19 @@ from typing import Any
 
 import pytest
 
-from pssync.simulate import Line, SimConfig, TruthLog, simulate
+from pssync.simulate import RULE_KINDS, Line, SimConfig, TruthLog, simulate
 from pssync.simulate.verify import compare
 from pssync.streams.changes import Change
 from pssync.streams.flow import FlowConfig
 from pssync.streams.offline import OfflinePipeline, Source, change_from_line, source_partition
 
-RULE_FAULTS = (
-    "WORKER_MISSING_IN_ERP",
-    "WORKER_INVALID_COST_CENTER",
-    "WORKER_FIELD_DRIFT",
-    "TERMINATED_WORKER_ACTIVE_IN_ERP",
-    "ERP_EMPLOYEE_WITHOUT_HR_WORKER",
-    "PROJECT_MISSING_IN_ERP",
-    "PROJECT_GATE_FAILED",
-    "PROJECT_FIELD_DRIFT",
-    "SOW_SIGNED_WITHOUT_PROJECT",
-    "ASSIGNMENT_WORKER_INELIGIBLE",
-    "ASSIGNMENT_INVALID_COST_CENTER",
-    "ASSIGNMENT_RATE_BELOW_COST",
-    "TIME_FOR_INACTIVE_WORKER",
-    "TIME_IN_CLOSED_PERIOD",
-    "TIME_MISSING_COST_RATE",
-    "DEPENDENCY_TIMEOUT",
-)
 # (seed, days, fault rates): the e2e simulator test's two firms, which between them hold
 # every fault kind (late hires, the only out-of-order case, are rare: a firm of their own)
 FIRMS = {
     "every-rule": (
         12,
         35,
-        {kind: 0.35 for kind in RULE_FAULTS} | {"DUPLICATE": 0.02, "UNDECODABLE": 0.02},
+        {kind: 0.35 for kind in RULE_KINDS} | {"DUPLICATE": 0.02, "UNDECODABLE": 0.02},
     ),
     "out-of-order": (3, 20, {"OUT_OF_ORDER": 1.0, "DUPLICATE": 0.05}),
 }
@@ -151,7 +133,7 @@ def the_firm(request: pytest.FixtureRequest) -> tuple[list[Change], list[dict[st
 
 def test_every_fault_kind_is_in_the_firms() -> None:
     injected = {r["fault"] for name in FIRMS for r in firm(name)[1][1:]}
-    assert set(RULE_FAULTS) | {"DUPLICATE", "OUT_OF_ORDER"} <= injected
+    assert set(RULE_KINDS) | {"DUPLICATE", "OUT_OF_ORDER"} <= injected
 
 
 def test_a_trickle_matches_the_simulators_truth(

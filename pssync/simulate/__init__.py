@@ -14,13 +14,14 @@ from pssync.simulate.faults import DEFAULT_RATE, parse_fault_rates
 from pssync.simulate.feed import Group, Item, Line, Raw, limit_count
 from pssync.simulate.model import DEFAULT_START, Firm, SimConfig
 from pssync.simulate.story import run, simulate
-from pssync.simulate.truth import FAULTS, KINDS, Fault, TruthLog
+from pssync.simulate.truth import FAULTS, KINDS, RULE_KINDS, Fault, TruthLog
 
 __all__ = [
     "DEFAULT_RATE",
     "DEFAULT_START",
     "FAULTS",
     "KINDS",
+    "RULE_KINDS",
     "Fault",
     "Firm",
     "Group",

@@ -85,6 +85,8 @@ FAULTS: Final[dict[str, tuple[str, tuple[Expect, ...]]]] = {
 }
 KINDS: Final[tuple[str, ...]] = tuple(FAULTS)
 TRANSPORT_KINDS: Final = frozenset({"OUT_OF_ORDER", "DUPLICATE", "UNDECODABLE"})
+# the faults a rule detects (the others the worker must absorb)
+RULE_KINDS: Final[tuple[str, ...]] = tuple(k for k in KINDS if k not in TRANSPORT_KINDS)
 
 # findings allowed on a fault's entity, not required: the contract leaves the first open;
 # an unposted entry's period closes later on, which may add the second
