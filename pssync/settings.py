@@ -55,6 +55,9 @@ class Settings(BaseModel):
     # a caught-up source partition with no new record for this long stops holding back
     # stream time (the event-time alignment's skew bound; see streams/alignment.py)
     source_idle_s: float = Field(2.0, gt=0, le=3600)
+    # while only snapshots have been read, every source idle this long before event time
+    # starts moving (a snapshot's tables arrive one after another)
+    snapshot_idle_s: float = Field(60.0, ge=0, le=86400)
     # how long (event time) what is finished stays in state: posted time in closed
     # periods, deleted entities, closed periods nothing reads (see streams/worker_flow.py)
     retention_s: float = Field(35 * 86400, ge=0)

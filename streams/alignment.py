@@ -21,8 +21,10 @@ watermarks with idleness):
   died holds stream time where it was until its new owner reports.
 - **Aligned time** `A` = the lowest event time among the sources that are not
   idle; while every source is idle it moves with the wall clock from the highest
-  event time read. It never goes back. A change (or timer) is applied once its
-  time is below `A`.
+  event time read (from the snapshot point only after `PSSYNC_SNAPSHOT_IDLE_S`:
+  a snapshot's tables arrive one after another, with every source idle in
+  between). It never goes back. A change (or timer) is applied once its time is
+  below `A`.
 - **Total order.** Released changes are applied in (event time, topic rank,
   source position, entity, route, the new owner's copy first) order
   (`buffer_slot`); a timer due at `t` runs after the changes at `t`. The
@@ -33,7 +35,10 @@ watermarks with idleness):
   `SNAPSHOT_POINT` (0): a snapshot is the state before any streamed change, one
   point in time for every source, ordered by rank. Giving each source its own
   snapshot time would order one platform's whole snapshot before another's and
-  bring back the day-one duplicates.
+  bring back the day-one duplicates. A snapshot is applied once some source has
+  streamed past it, or every source has been idle for `PSSYNC_SNAPSHOT_IDLE_S`;
+  a source whose snapshot comes later still (a connector started after the
+  others streamed on) is late.
 
 Guarantee: with no late record, the order in which changes and timers are
 applied, hence every decision and ID, is a function of the input alone. A record
@@ -89,10 +94,12 @@ def buffer_slot(routed: Routed) -> str:
     """The state key a routed change waits under: its place in the total order."""
     change = routed.change
     src = change.source
-    if src.lsn is not None and src.lsn >= 0:
-        position = f"l{src.lsn:020d}"
-    else:  # no source position: the Kafka one (stable for one input, not across re-imports)
-        position = f"o{src.partition:06d}.{max(src.offset, 0):020d}"
+    # the source position, then the Kafka one: a redelivery (same position) sorts after
+    # the first delivery, which is applied first whether or not the two were read together
+    # (with no source position, the Kafka one: stable for one input, not across re-imports)
+    offset = f"{src.partition:06d}.{max(src.offset, 0):020d}"
+    has_lsn = src.lsn is not None and src.lsn >= 0
+    position = f"l{src.lsn:020d}/{offset}" if has_lsn else f"o{offset}"
     rank = TOPIC_RANK.get(change.topic, OTHER_RANK)
     # the new owner's copy of a change before the previous owner's (`leaving`)
     return (
@@ -122,8 +129,11 @@ class Alignment:
     keyed topic can receive changes from; one that has not reported holds time back.
     """
 
-    def __init__(self, expected: Iterable[tuple[str, int]], idle_ttl_ms: int) -> None:
+    def __init__(
+        self, expected: Iterable[tuple[str, int]], idle_ttl_ms: int, snapshot_idle_ms: int = 0
+    ) -> None:
         self.idle_ttl_ms = idle_ttl_ms
+        self.snapshot_idle_ms = snapshot_idle_ms
         self.sources: dict[tuple[str, int], SourceState] = {
             source: SourceState() for source in expected
         }
@@ -159,7 +169,10 @@ class Alignment:
         if not furthest:
             return None
         since = max(s.idle_since for s in self.sources.values() if s.idle_since is not None)
-        return max(furthest) + max(0, now_ms - since)
+        # nothing streamed yet, only snapshots: the sources may be between two tables of
+        # a snapshot (or two connectors' snapshots), so the clock waits longer to start
+        settle = self.snapshot_idle_ms if max(furthest) <= SNAPSHOT_POINT else 0
+        return max(furthest) + max(0, now_ms - since - settle)
 
     def holding(self, now_ms: int) -> list[str]:
         """The source partitions that hold stream time back (for /ready and logs)."""

@@ -75,6 +75,8 @@ class FlowConfig:
     retention_ms: int = 35 * 86_400_000
     # an idle source's report counts for this long (its worker refreshes it every tick)
     idle_ttl_ms: int = 5_000
+    # with only snapshots read, every source idle this long before the clock starts
+    snapshot_idle_ms: int = 60_000
     # every source partition this keyed topic can receive changes from
     sources: tuple[tuple[str, int], ...] = ()
     # changes applied per batch at most (what is left is applied by the next batch):
@@ -149,7 +151,8 @@ class KeyedFlow:
     def alignment(self, view: StateView, partition: int) -> Alignment:
         alignment = self._alignments.get(partition)
         if alignment is None:
-            alignment = Alignment(self.config.sources, self.config.idle_ttl_ms)
+            c = self.config
+            alignment = Alignment(c.sources, c.idle_ttl_ms, c.snapshot_idle_ms)
             for key, ts in view.scan("wm/"):
                 topic, _, number = key[3:].rpartition("/")
                 alignment.restore((topic, int(number)), ts)

@@ -74,6 +74,22 @@ def test_when_every_source_is_idle_time_moves_with_the_clock_from_the_furthest()
     assert a.aligned(2_000) == 800 + (2_000 - 1_200)
 
 
+def test_with_only_snapshots_read_the_clock_waits_longer_to_start() -> None:
+    """Between two tables of a snapshot every source can be idle: the snapshot point
+    is left only once the sources have been idle for the snapshot settle time."""
+    a = Alignment(SOURCES, idle_ttl_ms=5_000, snapshot_idle_ms=30_000)
+    for source in (HR, ERP, CC):
+        a.observe(wm(source, 0, idle_since=1_000, sent=20_000))
+    assert a.aligned(20_000) == 0
+    for source in (HR, ERP, CC):
+        a.observe(wm(source, 0, idle_since=1_000, sent=40_000))
+    assert a.aligned(40_000) == 40_000 - 1_000 - 30_000
+    a.observe(wm(HR, 5_000, idle_since=50_000, sent=50_000))  # something streamed
+    for source in (ERP, CC):
+        a.observe(wm(source, 0, idle_since=1_000, sent=50_000))
+    assert a.aligned(50_000) == 5_000
+
+
 def test_event_time_only_grows_and_a_restart_keeps_it() -> None:
     a = Alignment(SOURCES, idle_ttl_ms=5_000)
     assert a.observe(wm(HR, 500)) is True

@@ -95,14 +95,14 @@ def shuffled(changes: Sequence[Change], seed: int) -> Iterator[tuple[Source, lis
 
 def outcome(pipeline: OfflinePipeline) -> dict[str, Any]:
     commands: Counter[str] = Counter()
-    findings: dict[str, tuple[str, str, str]] = {}
+    findings: dict[str, Any] = {}
     golden: dict[tuple[str, str], Any] = {}
     for emit in pipeline.emits:
         value = emit.value
         if emit.kind == "command" and value is not None:
             commands[value["command_id"]] += 1
         elif emit.kind in ("alert", "exception") and value is not None:
-            findings[emit.key] = (value["rule"], value["entity_id"], value["state"])
+            findings[emit.key] = value  # the whole record: causation, instants, facts
         elif emit.kind == "golden":
             golden[(emit.topic, str(emit.key))] = value
     assert max(commands.values()) == 1, "a command was issued twice"

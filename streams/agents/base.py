@@ -210,6 +210,7 @@ def flow_config(settings: Settings, sources: Iterable[tuple[str, int]]) -> FlowC
         project_setup_sla_ms=int(settings.project_setup_sla_s * 1000),
         retention_ms=int(settings.retention_s * 1000),
         idle_ttl_ms=settings.idle_ttl_ms,
+        snapshot_idle_ms=int(settings.snapshot_idle_s * 1000),
         sources=tuple(sorted(sources)),
     )
 
