@@ -37,7 +37,7 @@ from pssync.avro.registry import RegistryClient
 from pssync.connectors.jsonl import consume_records
 from pssync.connectors.kafka import wait_drained
 from pssync.settings import Settings
-from pssync.simulate.verify import compare, load_truth
+from pssync.simulate.verify import comparable, compare, load_truth
 
 OUTPUTS = list(OUTPUT_TOPICS)
 TIMERS = {"orphan_grace_s": 900, "project_setup_sla_s": 86400, "dependency_timeout_s": 900}
@@ -119,7 +119,7 @@ def outcome(settings: Settings) -> dict[str, Any]:
     commands = {r["value"]["command_id"] for r in records if r["topic"].startswith("erp.cmd.")}
     sent = sum(1 for r in records if r["topic"].startswith("erp.cmd."))
     findings = {
-        r["key"]: (r["value"]["rule"], r["value"]["entity_id"], r["value"]["state"])
+        r["key"]: comparable(r["value"])
         for r in records
         if r["topic"] in ("sync.drift", "sync.exceptions")
     }
