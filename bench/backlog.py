@@ -182,11 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=200_000, help="changes")
     parser.add_argument("--rate", type=float, default=800, help="changes/s when streamed")
     parser.add_argument("--workers-2", type=int, default=2, help="pssync workers, last run")
-    parser.add_argument("--timer-wait-s", type=float, default=15.0)
-    parser.add_argument("--orphan-grace-s", dest="orphan_grace_s", type=float, default=4)
-    parser.add_argument("--project-setup-sla-s", dest="project_setup_sla_s", type=float, default=4)
+    # timers in simulated seconds: far beyond the pipeline's jitter times the simulated
+    # clock's speed-up while streaming (~100x), and short enough to wait for at the end
+    parser.add_argument("--timer-wait-s", type=float, default=65.0)
+    parser.add_argument("--orphan-grace-s", dest="orphan_grace_s", type=float, default=60)
+    parser.add_argument("--project-setup-sla-s", dest="project_setup_sla_s", type=float, default=60)
     parser.add_argument(
-        "--dependency-timeout-s", dest="dependency_timeout_s", type=float, default=10
+        "--dependency-timeout-s", dest="dependency_timeout_s", type=float, default=60
     )
     parser.add_argument("--keep", type=Path, help="keep the workers' logs and state here")
     parser.add_argument(

@@ -47,7 +47,12 @@ was idle receives a change older than the newest event time read elsewhere plus
 its wall-clock idle time (source clocks or pipelines skewed by more than
 `PSSYNC_SOURCE_IDLE_S`), or a redelivery. Late records are applied at once,
 counted (`pssync_late_changes_total`), and their duplicates are recognised as
-usual.
+usual. An idle partition that gets a record says so before decoding it
+(`SourceProgress.woken`), which leaves a window of the pipeline's own latency
+(milliseconds) in which a record there can still be late. With real sources,
+event time runs with the wall clock and that window is milliseconds of event
+time; a simulator that streams days in minutes multiplies it by its speed-up,
+so a test streaming one uses timers far beyond that.
 
 Latency in steady state: a change waits until every active source has moved
 past it, or has gone idle: at most about `PSSYNC_SOURCE_IDLE_S` plus one batch.

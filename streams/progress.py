@@ -6,6 +6,7 @@ and the partition's end (its high watermark, probed from the broker). From
 these it makes the `Watermark` reports the keyed flows align on
 (`streams.alignment`):
 
+- when a batch arrives for a partition reported idle: "not idle", at once;
 - after each ingest batch, for the partitions in it (not idle, new event time);
 - on the worker's timer: when a partition turns idle — caught up with its end
   and without a new record for `idle_ms` — or stops being idle; and, while
@@ -59,6 +60,16 @@ class SourceProgress:
             if progress is not None and progress.reported and progress.reported[1] is not None:
                 out.append(Watermark(partition[0], partition[1], progress.ts, None, wall_ms))
         return out
+
+    def woken(self, partition: Partition, wall_ms: int) -> Watermark | None:
+        """Records of `partition` came in: if it was reported idle, the report that it is
+        not, to send at once (before the records are decoded), so the keyed flows stop
+        treating it as idle as early as possible."""
+        progress = self.partitions.setdefault(partition, PartitionProgress())
+        progress.active_ms = wall_ms
+        if progress.reported is not None and progress.reported[1] is not None:
+            return self._report(partition, progress, None, wall_ms)
+        return None
 
     def forwarded(
         self, partition: Partition, event_ts: Iterable[int], wall_ms: int

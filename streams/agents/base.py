@@ -115,7 +115,12 @@ class IngestSpec:
             async for records in batches(rt, stream):
                 started = time.perf_counter()
                 views = []
-                for partition, part in sorted(by_partition(records).items()):
+                parts = sorted(by_partition(records).items())
+                for partition, _ in parts:  # an idle source woken: say so before anything
+                    woken = rt.sources.woken((self.topic, partition), wall_ms())
+                    if woken is not None:
+                        send_watermark(rt, woken)
+                for partition, part in parts:
                     links = {r: await rt.partition_view(t, partition) for r, t in tables.items()}
                     decoded = await rt.decoder.decode(part)
                     rt.emitter.send(decoded.dead)
