@@ -87,17 +87,17 @@ class Emitter:
     def send_internal(
         self,
         topic: str,
-        message: Message,
+        message: Message | bytes,
         key: str,
         partition: int | None = None,
         correlation_id: str | None = None,
     ) -> None:
-        """Send a message to an internal topic: to `partition`, or to its key's partition."""
+        """Send a message to an internal topic: to `partition`, or to its key's partition.
+        A message sent to many partitions can be given encoded (`to_bytes`), once."""
         target = stable_partition(key, self.settings.partitions) if partition is None else partition
         headers = [(CORRELATION_HEADER, correlation_id.encode())] if correlation_id else None
-        self.producer.send_raw(
-            topic, key.encode(), message.to_bytes(), partition=target, headers=headers
-        )
+        raw = message if isinstance(message, bytes) else message.to_bytes()
+        self.producer.send_raw(topic, key.encode(), raw, partition=target, headers=headers)
 
     async def commit(self, views: Sequence[tuple[Table, int, StateView]]) -> None:
         """Send changelogs, flush every pending record, then write the stores."""

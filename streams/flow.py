@@ -167,7 +167,10 @@ class KeyedFlow:
         alignment = self.alignment(view, partition)
         for message in messages:
             if isinstance(message, Routed):
-                view.insert(buffer_slot(message), message.to_json())
+                if message.raw is not None:  # kept as read: no second encoding
+                    view.insert_encoded(buffer_slot(message), message, message.raw)
+                else:
+                    view.insert(buffer_slot(message), message.to_json())
                 result.buffered += 1
             elif isinstance(message, Watermark) and alignment.observe(message):
                 ts = alignment.sources[(message.source, message.partition)].ts
@@ -209,7 +212,8 @@ class KeyedFlow:
                 i += 1
                 view.delete(slot)
                 assert at is not None
-                self._apply(view, Routed.from_json(entry), at, clock, result)
+                routed = entry if isinstance(entry, Routed) else Routed.from_json(entry)
+                self._apply(view, routed, at, clock, result)
         finally:
             self._heap = None
 

@@ -11,16 +11,17 @@ keyed flows:
   idle.
 
 Each is a frozen dataclass with `to_bytes` / `from_bytes`. The wire form is
-JSON with a version (`v`) and a kind (`t`); a record of an unknown version or
-shape raises `MessageError`, which the keyed agent dead-letters, never a
+compact UTF-8 JSON (orjson) with a version (`v`) and a kind (`t`); a record of
+an unknown version or shape raises `MessageError`, which the keyed agent dead-letters, never a
 silent `KeyError` on a worker that was not upgraded.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+import orjson
 
 from pssync.streams.changes import Change
 
@@ -43,6 +44,8 @@ class Routed:
     key: str | None
     change: Change
     leaving: bool = False
+    # the bytes this message was read from, when it was: buffered as they are
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"v": VERSION, "t": self.TAG, "kind": self.kind, "key": self.key,
@@ -112,7 +115,7 @@ _KINDS: dict[str, Any] = {Routed.TAG: Routed, Watermark.TAG: Watermark, Tick.TAG
 
 
 def _dumps(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
+    return orjson.dumps(data)
 
 
 def from_bytes(raw: bytes | None) -> Message:
@@ -120,7 +123,7 @@ def from_bytes(raw: bytes | None) -> Message:
     if raw is None:
         raise MessageError("empty internal record")
     try:
-        data = json.loads(raw)
+        data = orjson.loads(raw)
     except ValueError as exc:
         raise MessageError(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -132,6 +135,8 @@ def from_bytes(raw: bytes | None) -> Message:
         raise MessageError(f"unknown internal message kind {data.get('t')!r}")
     try:
         message: Message = kind.from_json(data)
+        if kind is Routed:
+            object.__setattr__(message, "raw", raw)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         what = f"malformed {data.get('t')} message: {type(exc).__name__}: {exc}"
         raise MessageError(what) from None

@@ -25,7 +25,7 @@ from pssync.streams.agents import INGEST_MODULES
 from pssync.streams.agents.base import PROJECT_KEYED, WORKER_KEYED, IngestSpec, expire_links
 from pssync.streams.changes import Change, to_change
 from pssync.streams.flow import FlowConfig, FlowResult, KeyedFlow
-from pssync.streams.messages import Message, Routed, Tick, Watermark
+from pssync.streams.messages import Message, Routed, Tick, Watermark, from_bytes
 from pssync.streams.outputs import Emit
 from pssync.streams.project_flow import ProjectFlow
 from pssync.streams.worker_flow import WorkerFlow
@@ -158,6 +158,8 @@ class OfflinePipeline:
     def _process(self, target: str, partition: int, messages: list[Message]) -> None:
         store = self.stores[(target, partition)]
         view = StateView(store)
+        # through the wire form, as a keyed agent reads them
+        messages = [from_bytes(m.to_bytes()) for m in messages]
         result = self.flows[target].process(view, partition, messages, self.wall_ms)
         self.counters.results.append(result)
         self.counters.reads += view.reads

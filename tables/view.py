@@ -137,6 +137,12 @@ class StateView:
             self._cache[key] = None
         self.put(key, value)
 
+    def insert_encoded(self, key: str, value: Any, raw: bytes) -> None:
+        """`insert` of a value whose encoding the caller has (`decode(raw)` equals
+        `value`'s JSON form): the batch writes `raw` without encoding `value` again."""
+        self.insert(key, value)
+        self._raw[key] = raw
+
     def delete(self, key: str) -> None:
         self.put(key, None)
 

@@ -441,3 +441,31 @@ def test_root_error_is_labelled() -> None:
         JsonForm("string").from_json(1)
 
     assert str(info.value).startswith("<root>: expected a string")
+
+
+def test_compiled_to_json_equals_the_schema_walk_on_a_simulated_firm() -> None:
+    """`to_json` is compiled per schema for speed; on every line of a firm with every
+    fault kind it must give what walking the schema (`_out`) gives, and the line."""
+    from pssync.simulate import Line, SimConfig, simulate
+
+    forms: dict[tuple[str, str], JsonForm] = {}
+    seen = 0
+    for group in simulate(SimConfig(seed=11, workers=12, customers=3, fault_rates={}), 20):
+        for item in group.items:
+            if not isinstance(item, Line):
+                continue
+            obj = json.loads(item.text)
+            for part in ("key", "value"):
+                data = obj.get(part)
+                if not isinstance(data, dict):
+                    continue
+                form = forms.setdefault(
+                    (obj["topic"], part),
+                    JsonForm(json.loads(load_schema_text(obj["topic"], part))),
+                )
+                avro = form.from_json(data)
+                compiled = form.to_json(avro)
+                assert compiled == form._out(form.schema, avro)
+                assert form.from_json(compiled) == avro
+                seen += 1
+    assert seen > 500

@@ -81,9 +81,10 @@ class Route:
 
 def send_watermark(rt: Runtime, wm: Watermark) -> None:
     """A source partition's report, to every partition of every topic its changes feed."""
+    raw = wm.to_bytes()
     for topic in rt.ingest_targets.get(wm.source, ()):
         for partition in range(rt.settings.partitions):
-            rt.emitter.send_internal(topic, wm, f"wm:{wm.source}", partition=partition)
+            rt.emitter.send_internal(topic, raw, f"wm:{wm.source}", partition=partition)
 
 
 @dataclass(frozen=True)
@@ -150,10 +151,10 @@ class IngestSpec:
         n = settings.partitions
         correlation = change.correlation_id
         if route.join_key is None:
-            message = Routed(route.kind, None, change)
+            raw = Routed(route.kind, None, change).to_bytes()
             for partition in range(n):
                 rt.emitter.send_internal(
-                    topic, message, f"{route.kind}:{change.entity_id}", partition, correlation
+                    topic, raw, f"{route.kind}:{change.entity_id}", partition, correlation
                 )
             return
         plan = self.plan(route, change, links, int(settings.retention_s * 1000))
@@ -165,11 +166,11 @@ class IngestSpec:
             message = Routed(route.kind, key, change, leaving=key != new_key)
             rt.emitter.send_internal(topic, message, key, partition, correlation)
         if plan.elsewhere:  # a previous owner pssync does not know: tell every other partition
-            message = Routed(route.kind, None, change, leaving=True)
+            raw = Routed(route.kind, None, change, leaving=True).to_bytes()
             key = f"{route.kind}:{change.entity_id}"
             for partition in range(n):
                 if partition not in reached:
-                    rt.emitter.send_internal(topic, message, key, partition, correlation)
+                    rt.emitter.send_internal(topic, raw, key, partition, correlation)
 
     @staticmethod
     def plan(route: Route, change: Change, links: StateView | None, retention_ms: int) -> Plan:
