@@ -69,7 +69,7 @@ async def wait_first(self: Service, *coros: Any, timeout: Any = None) -> WaitRes
     except StopIteration as stop:  # done without suspending: it won
         return WaitResults([first], [stop.value], False)
     started = _continue(first, pending)
-    return await Service.wait_first(self, started, *coros[1:], timeout=timeout)
+    return await Service.wait_first(self, started, *coros[1:])
 
 
 def install() -> None:

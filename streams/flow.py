@@ -54,7 +54,7 @@ from typing import Any
 
 from pssync.streams.alignment import Alignment, buffer_slot, slot_time, time_key
 from pssync.streams.findings import Trigger, digest, iso, issue_commands, settle_findings
-from pssync.streams.messages import Message, Routed, Watermark
+from pssync.streams.messages import Message, Routed, Watermark, Watermarks
 from pssync.streams.outputs import Emit
 from pssync.streams.rules.common import Evaluation, Timing
 from pssync.tables.view import StateView
@@ -172,9 +172,11 @@ class KeyedFlow:
                 else:
                     view.insert(buffer_slot(message), message.to_json())
                 result.buffered += 1
-            elif isinstance(message, Watermark) and alignment.observe(message):
-                ts = alignment.sources[(message.source, message.partition)].ts
-                view.put(f"wm/{message.source}/{message.partition}", ts)
+            elif isinstance(message, Watermark | Watermarks):
+                for wm in message.items if isinstance(message, Watermarks) else (message,):
+                    if alignment.observe(wm):
+                        ts = alignment.sources[(wm.source, wm.partition)].ts
+                        view.put(f"wm/{wm.source}/{wm.partition}", ts)
         clock: Record = dict(view.get(CLOCK) or {"aligned": None, "order": 0, "stream": None})
         aligned = alignment.aligned(wall_ms)
         if aligned is not None and (clock["aligned"] is None or aligned > clock["aligned"]):

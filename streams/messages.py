@@ -6,7 +6,8 @@ keyed flows:
 - `Routed`: a validated source change on its way to the partition that owns
   its join key (`key`), or to every partition (`key` None: reference data);
 - `Watermark`: how far one source partition has been read (its event time),
-  and whether it is idle (caught up, nothing new for a while);
+  and whether it is idle (caught up, nothing new for a while); `Watermarks`
+  carries several, as one ingest batch or timer round reports them;
 - `Tick`: the wall clock, so that stream time can move while every source is
   idle.
 
@@ -93,6 +94,28 @@ class Watermark:
 
 
 @dataclass(frozen=True, slots=True)
+class Watermarks:
+    """Several source partitions' reports in one record: what an ingest batch or a timer
+    round reports, sent once per keyed partition instead of once per source partition."""
+
+    TAG: ClassVar[str] = "wms"
+    items: tuple[Watermark, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": VERSION, "t": self.TAG, "items": [wm.to_json() for wm in self.items]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Watermarks:
+        items = data["items"]
+        if not isinstance(items, list):
+            raise TypeError("items is not a list")
+        return cls(tuple(Watermark.from_json(item) for item in items))
+
+    def to_bytes(self) -> bytes:
+        return _dumps(self.to_json())
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """The wall clock, for the partition's stream time while every source is idle."""
 
@@ -110,8 +133,13 @@ class Tick:
         return _dumps(self.to_json())
 
 
-Message = Routed | Watermark | Tick
-_KINDS: dict[str, Any] = {Routed.TAG: Routed, Watermark.TAG: Watermark, Tick.TAG: Tick}
+Message = Routed | Watermark | Watermarks | Tick
+_KINDS: dict[str, Any] = {
+    Routed.TAG: Routed,
+    Watermark.TAG: Watermark,
+    Watermarks.TAG: Watermarks,
+    Tick.TAG: Tick,
+}
 
 
 def _dumps(data: dict[str, Any]) -> bytes:

@@ -18,6 +18,7 @@ from pssync.streams.messages import (
     Routed,
     Tick,
     Watermark,
+    Watermarks,
     from_bytes,
 )
 from pssync.streams.worker_flow import WorkerFlow
@@ -282,9 +283,26 @@ def test_internal_messages_round_trip() -> None:
         routed(change(HR, hr(), lsn=1)),
         Routed("change", "W1", change(HR, None, lsn=2, before=hr()), leaving=True),
         wm(HR, 5, idle_since=3, sent=4),
+        Watermarks((wm(HR, 5), wm(ERP, None, idle_since=3, sent=4))),
         Tick(99),
     ):
         assert from_bytes(message.to_bytes()) == message
+
+
+def test_reports_in_one_record_align_as_the_same_reports_one_by_one(tmp_path: Path) -> None:
+    one, many = Aligned(tmp_path / "one"), Aligned(tmp_path / "many")
+    cc, employee, worker = firm_changes()
+    steps = [
+        [wm(CC, NOW - 4_000), wm(ERP, NOW), wm(HR, NOW + 300)],
+        [wm(CC, NOW + 1_000), wm(ERP, NOW + 400)],
+        [wm(HR, NOW + 301, idle_since=3_000, sent=3_000)],
+    ]
+    one.batch(cc, employee, worker)
+    many.batch(cc, employee, worker)
+    for reports in steps:
+        a, b = one.batch(*reports), many.batch(Watermarks(tuple(reports)))
+        assert (a.released, a.aligned_ms) == (b.released, b.aligned_ms)
+    assert one.emits == many.emits and len(one.emits) > 0
 
 
 @pytest.mark.parametrize(
@@ -297,6 +315,7 @@ def test_internal_messages_round_trip() -> None:
         (b'{"v": 2, "t": "tick", "now_ms": 1}', "version 2"),
         (b'{"v": 1, "t": "gossip"}', "unknown internal message kind 'gossip'"),
         (b'{"v": 1, "t": "tick"}', "malformed tick message: KeyError"),
+        (b'{"v": 1, "t": "wms", "items": 3}', "malformed wms message"),
         (b'{"v": 1, "t": "routed", "kind": "change", "change": {}}', "malformed routed"),
     ],
 )

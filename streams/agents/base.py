@@ -25,7 +25,15 @@ from pssync.streams.alignment import time_key
 from pssync.streams.changes import Change
 from pssync.streams.decode import Inbound
 from pssync.streams.flow import Failure, FlowConfig, KeyedFlow
-from pssync.streams.messages import Message, MessageError, Routed, Tick, Watermark, from_bytes
+from pssync.streams.messages import (
+    Message,
+    MessageError,
+    Routed,
+    Tick,
+    Watermark,
+    Watermarks,
+    from_bytes,
+)
 from pssync.streams.outputs import Emit
 from pssync.streams.routing import Expiry, JoinKey, Plan, plan_route
 from pssync.streams.runtime import Runtime, inbound_from_event, wall_ms
@@ -79,12 +87,18 @@ class Route:
     expires: Expiry | None = None
 
 
-def send_watermark(rt: Runtime, wm: Watermark) -> None:
-    """A source partition's report, to every partition of every topic its changes feed."""
-    raw = wm.to_bytes()
-    for topic in rt.ingest_targets.get(wm.source, ()):
+def send_watermarks(rt: Runtime, reports: Sequence[Watermark]) -> None:
+    """Source partitions' reports, to every partition of every topic their changes feed:
+    one `Watermarks` record per keyed partition, however many sources report."""
+    by_topic: dict[str, list[Watermark]] = {}
+    for wm in reports:
+        for topic in rt.ingest_targets.get(wm.source, ()):
+            by_topic.setdefault(topic, []).append(wm)
+    for topic, items in sorted(by_topic.items()):
+        raw = Watermarks(tuple(items)).to_bytes()
+        key = f"wm:{items[0].source}"
         for partition in range(rt.settings.partitions):
-            rt.emitter.send_internal(topic, raw, f"wm:{wm.source}", partition=partition)
+            rt.emitter.send_internal(topic, raw, key, partition=partition)
 
 
 @dataclass(frozen=True)
@@ -117,10 +131,10 @@ class IngestSpec:
                 started = time.perf_counter()
                 views = []
                 parts = sorted(by_partition(records).items())
-                for partition, _ in parts:  # an idle source woken: say so before anything
-                    woken = rt.sources.woken((self.topic, partition), wall_ms())
-                    if woken is not None:
-                        send_watermark(rt, woken)
+                now = wall_ms()  # an idle source woken: say so before anything
+                woken = [rt.sources.woken((self.topic, p), now) for p, _ in parts]
+                send_watermarks(rt, [wm for wm in woken if wm is not None])
+                reports = []
                 for partition, part in parts:
                     links = {r: await rt.partition_view(t, partition) for r, t in tables.items()}
                     decoded = await rt.decoder.decode(part)
@@ -132,10 +146,11 @@ class IngestSpec:
                     times = [c.event_ts for c in decoded.changes]
                     report = rt.sources.forwarded((self.topic, partition), times, wall_ms())
                     if report is not None:
-                        send_watermark(rt, report)
+                        reports.append(report)
                     for route, view in links.items():
                         expire_links(view, rt.sources.partitions[(self.topic, partition)].ts)
                         views.append((tables[route], partition, view))
+                send_watermarks(rt, reports)  # after every change they cover
                 await rt.emitter.commit(views)
                 rt.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - started)
 
@@ -297,6 +312,5 @@ def register_keyed(
 
 
 def report_sources(rt: Runtime, reports: Iterable[Watermark]) -> None:
-    for report in reports:
-        send_watermark(rt, report)
+    send_watermarks(rt, list(reports))
     rt.producer.poll()
