@@ -1,0 +1,2 @@
+"""Peer implementations of pssync's rules on other stream processors, used as benchmark
+baselines."""
