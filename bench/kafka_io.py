@@ -35,6 +35,8 @@ def _consumer(settings: Settings, **config: Any) -> Consumer:
                 "enable.partition.eof": False,
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 8 * 1024 * 1024,
+                # no 1 s pause once 100k records are queued (see connectors.kafka)
+                "fetch.queue.backoff.ms": 10,
                 **config,
             },
         )

@@ -32,13 +32,13 @@ Keys are strings ordered bytewise; values are JSON. Range reads (`items`,
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,17 @@ _META_OFFSET = b"\x00meta:changelog_offset"
 WRITE_BUFFER_BYTES = 16 * 1024 * 1024
 
 
+# State values are compact JSON with sorted keys (orjson: the stdlib's encoder was 5% of a
+# backlog's profile). Stores and changelogs written by json.dumps decode the same way.
+_ENCODE_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
 def encode(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+    return orjson.dumps(value, option=_ENCODE_OPTIONS)
 
 
 def decode(raw: bytes) -> Any:
-    return json.loads(raw)
+    return orjson.loads(raw)
 
 
 def prefix_end(prefix: str) -> str:
