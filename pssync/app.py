@@ -1,8 +1,14 @@
 """The Faust app factory: settings in, an app with every agent registered out.
 
 Kept small on purpose. Agents come from the explicit module list
-`streams.agents.MODULES` (also handed to Faust's `autodiscover`, never
-`True`); each module's `register(app, runtime)` declares its agent.
+`streams.agents.MODULES`; each module's `register(app, runtime)` declares its
+agent. Faust's `autodiscover` is off: it found nothing `register` had not declared,
+and with `origin` set it imported and scanned the whole `pssync` package (the
+demo, the simulator, the CLI) at every start.
+
+Start-up is on the restart's critical path (`bench.restart`): see `prepare_worker`
+and the Faust settings in `create_app` (static membership, no leader topic, no
+table-manager sleep).
 """
 
 from __future__ import annotations
@@ -10,22 +16,26 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaException
+from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from pssync.avro.codec import Codec
+from pssync.avro.codec import Codec, load_schema_text
 from pssync.avro.contract import ALL_TOPICS
 from pssync.avro.registry import RegistryClient
 from pssync.connectors.kafka import (
+    KafkaUnavailable,
     OutputProducer,
     TopicSpec,
-    check_kafka,
+    admin,
     contract_topic_specs,
     ensure_topics,
-    partition_count,
 )
 from pssync.settings import Settings
 from pssync.streams.agents import INGEST_MODULES, MODULES
@@ -57,19 +67,67 @@ def state_tables(settings: Settings) -> dict[str, str]:
 
 def prepare(settings: Settings, partitions: int | None = None) -> Codec:
     """Blocking start-up: Kafka reachable, topics present, schemas registered."""
-    check_kafka(settings)
-    n = partitions or settings.partitions
+    return prepare_worker(settings, partitions)[0]
+
+
+def prepare_worker(
+    settings: Settings, partitions: int | None = None
+) -> tuple[Codec, dict[str, int]]:
+    """`prepare`, and the partition count of every topic pssync reads (for `create_app`).
+
+    A restart finds everything in place, so this is on the restart's critical path: the
+    schemas are registered in parallel while one admin client reads the cluster's
+    metadata once; topics are created only when some are missing."""
+    codec = Codec(RegistryClient(settings.schema_registry_url), settings.topic_prefix)
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="register") as pool:
+        registered = [
+            pool.submit(codec.register, topic, part, load_schema_text(topic, part))
+            for topic in ALL_TOPICS
+            for part in ("key", "value")
+        ]
+        counts = _ensure_worker_topics(settings, partitions or settings.partitions)
+        for future in registered:
+            future.result()
+    return codec, counts
+
+
+def _ensure_worker_topics(settings: Settings, n: int) -> dict[str, int]:
+    """Create what is missing of the contract's, the internal and the changelog topics;
+    returns physical topic -> partition count."""
+    client = admin(settings)
+    try:
+        metadata = client.list_topics(timeout=5.0).topics
+    except KafkaException as exc:
+        raise KafkaUnavailable(
+            f"Kafka at {settings.kafka_bootstrap} did not answer within 5s "
+            f"({exc}); start it with `pssync dev up` or set PSSYNC_KAFKA_BOOTSTRAP"
+        ) from None
+    counts = {name: len(meta.partitions) for name, meta in metadata.items() if meta.error is None}
+
+    def ensure(specs: list[TopicSpec]) -> None:
+        missing = [s for s in specs if s.name not in counts]
+        if missing:
+            ensure_topics(settings, missing)
+            for spec in missing:  # created now, or by a worker starting alongside
+                counts[spec.name] = spec.partitions
+            for name, meta in client.list_topics(timeout=10).topics.items():
+                if name in counts and meta.error is None and meta.partitions:
+                    counts[name] = len(meta.partitions)
+
     specs = contract_topic_specs(settings, n)
     specs += [TopicSpec(settings.internal_topic(t), settings.partitions) for t in INTERNAL_TOPICS]
-    ensure_topics(settings, specs)
-    changelogs = []
-    for table, source in state_tables(settings).items():
-        count = partition_count(settings, source) or settings.partitions
-        changelogs.append(TopicSpec(settings.internal_topic(f"{table}-changelog"), count, True))
-    ensure_topics(settings, changelogs)
-    codec = Codec(RegistryClient(settings.schema_registry_url), settings.topic_prefix)
-    codec.register_all(ALL_TOPICS)
-    return codec
+    ensure(specs)
+    ensure(
+        [
+            TopicSpec(
+                settings.internal_topic(f"{table}-changelog"),
+                counts.get(source) or settings.partitions,
+                True,
+            )
+            for table, source in state_tables(settings).items()
+        ]
+    )
+    return counts
 
 
 def stream_times(rt: Runtime) -> dict[str, dict[str, Any]]:
@@ -109,12 +167,31 @@ def source_progress(rt: Runtime) -> dict[str, dict[str, Any]]:
     return out
 
 
-def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
+class Tables(TableManager):
+    """Faust's table manager without its start-up sleep.
+
+    Faust's `TableManager.on_start` sleeps a second before it finalizes the tables (for
+    tables declared late), and the consumer subscribes only after that. pssync declares
+    no Faust table (state is its own RocksDB stores, `tables.store`), so the second is
+    pure start-up delay."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
+def create_app(
+    settings: Settings, codec: Codec, partitions: Mapping[str, int] | None = None
+) -> tuple[faust.App, Runtime]:
+    """`partitions`: physical topic -> partition count (`prepare_worker`); read from the
+    broker when not given."""
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    session_s = settings.session_timeout_s
     app = faust.App(
         settings.group_id,
         broker=settings.kafka_url,
-        autodiscover=list(MODULES),
+        autodiscover=False,  # agents are registered explicitly (module doc)
         origin="pssync",
         web_port=settings.web_port,
         web_bind=settings.web_host,
@@ -122,15 +199,34 @@ def create_app(settings: Settings, codec: Codec) -> tuple[faust.App, Runtime]:
         datadir=str(settings.data_dir / "faust"),
         store="memory://",
         topic_partitions=settings.partitions,
-        topic_allow_declare=True,
+        # `prepare` creates every topic pssync reads or writes: Faust creates none
+        topic_allow_declare=False,
+        # no @app.timer(on_leader=True): no `<app>-__assignor-__leader` topic to create
+        # and subscribe to
+        topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         producer_acks=-1,
+        TableManager=Tables,
+        # static membership (KIP-345): a worker restarting with the same id (after a
+        # SIGTERM or a SIGKILL) gets its partitions back at once, without a rebalance
+        # and without waiting out its previous incarnation's session
+        consumer_group_instance_id=settings.group_instance_id,
+        broker_session_timeout=session_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_heartbeat_interval=min(3.0, session_s / 3),
+        broker_request_timeout=max(90.0, session_s + 30),  # Faust: at least the session
     )
     rt = Runtime(settings, codec, OutputProducer(settings, codec))
+    if partitions is None:
+        partitions = {
+            name: len(meta.partitions)
+            for name, meta in admin(settings).list_topics(timeout=10).topics.items()
+            if meta.error is None
+        }
     for name in INGEST_MODULES:
         topic = importlib.import_module(name).SPEC.topic
-        rt.source_partitions[topic] = partition_count(settings, settings.topic(topic)) or 1
+        rt.source_partitions[topic] = partitions.get(settings.topic(topic)) or 1
     for name in MODULES:
         importlib.import_module(name).register(app, rt)
     tables = rt.table_sources

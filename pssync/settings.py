@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +24,14 @@ DEV_REGISTRY_URL = f"http://127.0.0.1:{DEV_REGISTRY_PORT}/apis/ccompat/v7"
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "pssync"
+
+
+def default_instance_id(web_port: int) -> str:
+    """This host's name and the worker's web port: stable across restarts of the same
+    worker (a StatefulSet pod keeps its name), and different for two workers on one host
+    (they cannot share a port), whatever data directory they use."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()) or "localhost"
+    return f"{host[:200]}-{web_port}"
 
 
 # variables earlier versions read, and what replaced them
@@ -63,6 +73,16 @@ class Settings(BaseModel):
     retention_s: float = Field(35 * 86400, ge=0)
     # a changelog restore fails (and is retried) only after this long without a record
     restore_stall_timeout_s: float = Field(60.0, gt=0)
+    # static group membership (KIP-345): this worker's group.instance.id. A worker that
+    # restarts with the same id gets its partitions back without a rebalance, however it
+    # stopped. Empty: `<host name>-<web port>` (default_instance_id); "none": dynamic
+    # membership (every start is a new member). Two live workers must not share one.
+    instance_id: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,249}$")
+    # how long the group waits for a worker that stopped heartbeating (a crash, or a
+    # static member that stopped) before its partitions move to the other workers
+    session_timeout_s: float = Field(45.0, ge=6, le=1800)
+    # how long a rebalance waits for every live worker to rejoin
+    rebalance_timeout_s: float = Field(60.0, ge=1, le=1800)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -99,6 +119,13 @@ class Settings(BaseModel):
         if self.topic_prefix and physical.startswith(self.topic_prefix):
             return physical[len(self.topic_prefix) :]
         return physical
+
+    @property
+    def group_instance_id(self) -> str | None:
+        """The consumer's group.instance.id, or None for dynamic membership."""
+        if self.instance_id == "none":
+            return None
+        return self.instance_id or default_instance_id(self.web_port)
 
     @property
     def group_id(self) -> str:
