@@ -55,6 +55,7 @@ from pssync.simulate.verify import compare, load_truth
 
 WORKLOADS: dict[str, dict[str, int]] = {
     "small": {"workers": 30, "customers": 6, "count": 6_000},
+    "medium": {"workers": 1_000, "customers": 100, "count": 60_000},
     "large": {"workers": 3_000, "customers": 300, "count": 200_000},
     "xl": {"workers": 10_000, "customers": 1_000, "count": 1_000_000},
 }
@@ -70,18 +71,26 @@ def say(msg: str) -> None:
 class Worker:
     """One `pssync worker` process, optionally under py-spy."""
 
-    def __init__(self, settings: Settings, log: Path, flame: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, log: Path, flame: Path | None = None, src: Path | None = None
+    ) -> None:
         self.settings = settings.model_copy(
             update={"web_port": free_port(), "web_host": "127.0.0.1"}
         )
+        env = env_of(self.settings)
+        if src is not None:  # an earlier revision's code (`--compare-with`)
+            env["PYTHONPATH"] = str(src)
         cmd = [sys.executable, "-m", "pssync", "worker"]
         if flame is not None:
             spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
             cmd = [spy, "record", "-r", "47", "-o", str(flame), "--", *cmd]
         self.log = log
         with open(log, "wb") as out:
+            # `python -m` puts the working directory first on the path: run from the
+            # revision's tree (or the log's directory), never from this checkout's root
+            cwd = src if src is not None else log.parent
             self.proc = subprocess.Popen(
-                cmd, env=env_of(self.settings), stdout=out, stderr=subprocess.STDOUT
+                cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT
             )
         self.started = time.time()
 
@@ -189,7 +198,12 @@ def settle(settings: Settings) -> None:
 
 
 def run_pssync(
-    workload: Settings, root: Path, truth: Path, workers: int, flame: Path | None = None
+    workload: Settings,
+    root: Path,
+    truth: Path,
+    workers: int,
+    flame: Path | None = None,
+    src: Path | None = None,
 ) -> dict[str, Any]:
     """Fresh worker(s) on the workload's topics (a new group, empty data dirs)."""
     tag = f"w{workers}-{uuid.uuid4().hex[:6]}"
@@ -198,7 +212,7 @@ def run_pssync(
     )
     logs = [root / f"{'profile' if flame else 'worker'}-{tag}-{i}.log" for i in range(workers)]
     procs = [
-        Worker(settings.model_copy(update={"data_dir": root / f"{tag}-{i}"}), logs[i], flame)
+        Worker(settings.model_copy(update={"data_dir": root / f"{tag}-{i}"}), logs[i], flame, src)
         for i in range(workers)
     ]
     try:
@@ -329,6 +343,19 @@ def table(report: dict[str, Any]) -> list[str]:
                     )
                 )
             rows.append(("  peak RSS", f"{run['peak_rss_mib']:.0f} MiB", "", ""))
+    before = report.get("before")
+    if before:
+        rate = n / before["seconds"]
+        one = report["pssync"][0]
+        rows.append(
+            (
+                f"pssync at {before['revision']} (same run), 1 worker",
+                f"{rate:,.0f}/s",
+                f"{rate / ceil:.3f}",
+                f"now / then = {before['seconds'] / one['seconds']:.2f}x; "
+                f"truth {'yes' if before['truth_ok'] else 'NO'}",
+            )
+        )
     peer = report.get("peer")
     if peer:
         one = report["pssync"][0]
@@ -428,6 +455,9 @@ def main(argv: list[str] | None = None) -> int:
         "--skip", action="append", default=[], choices=["peer", "latency", "restart", "rebuild"]
     )
     parser.add_argument("--profile", action="store_true", help="py-spy flame graph of pssync")
+    parser.add_argument(
+        "--compare-with", metavar="REV", help="also run pssync at git revision REV (same run)"
+    )
     parser.add_argument("--keep", type=Path, help="keep logs and state here")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the table goes")
     args = parser.parse_args(argv)
@@ -448,6 +478,26 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for r in report["pssync"]:
             say(f"pssync x{r['workers']}: {r['seconds']:.1f}s, truth ok={r['truth_ok']}")
+        if args.compare_with:
+            src = root / "before"
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", str(src), args.compare_with],
+                check=True,
+                cwd=RESULTS.parent.parent,
+                stdout=subprocess.DEVNULL,
+            )
+            try:
+                before = run_pssync(workload, root, truth, 1, src=src)
+            finally:
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(src)],
+                    check=False,
+                    cwd=RESULTS.parent.parent,
+                )
+            report["before"] = {
+                "revision": args.compare_with,
+                **{k: v for k, v in before.items() if k not in ("commands", "findings", "golden")},
+            }
         if args.profile:
             args.results.mkdir(parents=True, exist_ok=True)
             flame = args.results / f"flame-{args.workload}.svg"

@@ -55,7 +55,11 @@ async def _continue(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
     return await _resume(coro, pending)
 
 
-async def wait_first(self: Service, *coros: Any, timeout: Any = None) -> WaitResults:
+async def wait_first(
+    self: Service,
+    *coros: Any,
+    timeout: Any = None,  # noqa: ASYNC109 (mode's signature)
+) -> WaitResults:
     first = coros[0] if coros else None
     if (
         timeout is not None
