@@ -26,6 +26,7 @@ from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
+from pssync import faust_fastpath
 from pssync.avro.codec import Codec, load_schema_text
 from pssync.avro.contract import ALL_TOPICS
 from pssync.avro.registry import RegistryClient
@@ -187,6 +188,7 @@ def create_app(
     """`partitions`: physical topic -> partition count (`prepare_worker`); read from the
     broker when not given."""
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    faust_fastpath.install()  # a record handed to its stream without four futures
     session_s = settings.session_timeout_s
     app = faust.App(
         settings.group_id,

@@ -1,7 +1,7 @@
 """Faust agents: one module per consumed flow, each exposing `register(app, rt)`.
 
-`MODULES` is the explicit list the app factory passes to Faust's
-`autodiscover` and registers, in order. Ingest modules also expose `SPEC`.
+`MODULES` is the explicit list the app factory registers, in order (Faust's
+`autodiscover` is off). Ingest modules also expose `SPEC`.
 """
 
 INGEST_MODULES = (
