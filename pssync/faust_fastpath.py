@@ -71,6 +71,9 @@ async def wait_first(
     try:
         pending = first.send(None)
     except StopIteration as stop:  # done without suspending: it won
+        for other in coros[1:]:  # the race's other side (suspend_flow.wait()) never runs
+            if inspect.iscoroutine(other):
+                other.close()
         return WaitResults([first], [stop.value], False)
     started = _continue(first, pending)
     return await Service.wait_first(self, started, *coros[1:])
