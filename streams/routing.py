@@ -16,6 +16,7 @@ so whichever holds the entity lets it go: nothing depends on a link being kept.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,8 +86,10 @@ def erp_project_key(image: Record) -> str | None:
     return str(image["project_id"]) if image.get("project_id") else f"erp:{image['erp_project_id']}"
 
 
+@functools.lru_cache(maxsize=4096)
 def month_end_ms(day: str) -> int:
-    """The first instant of the month after the ISO date `day`, UTC, in ms."""
+    """The first instant of the month after the ISO date `day`, UTC, in ms (cached: a
+    backlog asks for the same few hundred days hundreds of thousands of times)."""
     date = dt.date.fromisoformat(day)
     first_next = (date.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
     return int(dt.datetime(first_next.year, first_next.month, 1, tzinfo=dt.UTC).timestamp() * 1000)
