@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pssync.avro.codec import Codec
-from pssync.connectors.kafka import OutputProducer, client_config, read_partition
+from pssync.connectors.kafka import OutputProducer, admin, client_config, read_partition
 from pssync.settings import Settings
 from pssync.streams.commit import Emitter
 from pssync.streams.decode import Decoder, Inbound, Stats
@@ -85,6 +85,7 @@ class Runtime:
         # the aligned time), for /ready and /stats
         self.stream_times: dict[tuple[str, int], tuple[int | None, int | None, list[str]]] = {}
         self._probe_consumer: Any = None
+        self._probe_admin: Any = None
 
     def expected_sources(self, internal: str) -> list[tuple[str, int]]:
         """Every CDC partition whose changes reach the internal topic `internal`."""
@@ -181,6 +182,7 @@ class Runtime:
         end with the offset the group stands at where this process has processed
         nothing yet. Blocking; apply the answer on the event loop (`apply_probe`)."""
         from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka.admin import OffsetSpec
 
         if self._probe_consumer is None:
             self._probe_consumer = Consumer(
@@ -189,17 +191,13 @@ class Runtime:
                     **{"group.id": self.settings.group_id, "enable.auto.commit": False},
                 )
             )
+            self._probe_admin = admin(self.settings)
         consumer = self._probe_consumer
         assigned, positions = plan
-        ends: dict[tuple[str, int], tuple[int, int]] = {}
-        for topic, partition in assigned:
-            try:
-                ends[(topic, partition)] = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=2, cached=False
-                )
-            except Exception:  # a probe failure leaves the last values, never the worker
-                continue
-        unknown = [TopicPartition(t, p) for t, p in ends if (t, p) not in positions]
+        # one ListOffsets request per broker for every partition (not one per partition:
+        # at a short tick, 39 sequential round trips kept the probe thread busy)
+        highs = self._list_offsets(assigned, OffsetSpec.latest())
+        unknown = [TopicPartition(t, p) for t, p in highs if (t, p) not in positions]
         committed: dict[tuple[str, int], int | None] = {}
         if unknown:
             try:
@@ -208,15 +206,17 @@ class Runtime:
                     committed[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
             except Exception:  # unknown this time (a rebalance, say): asked again next tick
                 pass
+        no_offset = [tp for tp, offset in committed.items() if offset is None]
+        lows = self._list_offsets(no_offset, OffsetSpec.earliest()) if no_offset else {}
         lag: dict[str, int] = {}
         sources: list[tuple[tuple[str, int], int, int | None]] = []
-        for (topic, partition), (low, high) in ends.items():
+        for (topic, partition), high in highs.items():
             start: int | None = None
             if (topic, partition) in positions:
                 position: int | None = positions[(topic, partition)]
             elif (topic, partition) in committed:
                 start = committed[(topic, partition)]
-                position = low if start is None else start
+                position = lows.get((topic, partition)) if start is None else start
                 start = position
             else:
                 position = None
@@ -226,6 +226,29 @@ class Runtime:
             if logical in self.ingest_targets:
                 sources.append(((logical, partition), high, start))
         return lag, sources
+
+    def _list_offsets(
+        self, partitions: Sequence[tuple[str, int]], spec: Any
+    ) -> dict[tuple[str, int], int]:
+        """Offsets (`spec`: latest or earliest) of `partitions`; a partition whose answer
+        fails is left out (a probe failure leaves the last values, never the worker)."""
+        from confluent_kafka import TopicPartition
+
+        if not partitions:
+            return {}
+        try:
+            futures = self._probe_admin.list_offsets(
+                {TopicPartition(t, p): spec for t, p in partitions}, request_timeout=2
+            )
+        except Exception:
+            return {}
+        out = {}
+        for tp, future in futures.items():
+            try:
+                out[(tp.topic, tp.partition)] = int(future.result().offset)
+            except Exception:
+                continue
+        return out
 
     def apply_probe(
         self, answer: tuple[dict[str, int], list[tuple[tuple[str, int], int, int | None]]]
