@@ -134,6 +134,7 @@ class Encoded:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    snapshot: bool = False  # a Debezium snapshot read (op "r")
 
 
 def encode_file(settings: Settings, codec: Codec, path: Path) -> list[Encoded]:
@@ -153,19 +154,20 @@ def encode_file(settings: Settings, codec: Codec, path: Path) -> list[Encoded]:
                     None if key is None else codec.encode_key(topic, key),
                     None if value is None else codec.encode_value(topic, value),
                     headers,
+                    value is not None and value.get("op") == "r",
                 )
             )
     return out
 
 
-def feed(settings: Settings, records: list[Encoded], rate: float) -> tuple[int, float]:
-    """Produce `records` in order at `rate` records/s (1 ms slices); (sent, seconds)."""
+def feed(settings: Settings, records: list[Encoded], rate: float | None) -> tuple[int, float]:
+    """Produce `records` in order at `rate` records/s (None: at once); (sent, seconds)."""
     producer = Producer(
         client_config(settings, **{"linger.ms": 1, "acks": "all", "enable.idempotence": True})
     )
     started = time.perf_counter()
     for i, r in enumerate(records):
-        due = started + i / rate
+        due = started + i / rate if rate else 0.0
         now = time.perf_counter()
         if due > now + 0.001:
             producer.poll(0)
@@ -177,7 +179,7 @@ def feed(settings: Settings, records: list[Encoded], rate: float) -> tuple[int, 
             except BufferError:
                 producer.poll(0.05)
     producer.flush(60)
-    return len(records), time.perf_counter() - started
+    return len(records), max(time.perf_counter() - started, 1e-9)
 
 
 def causes(value: dict[str, Any]) -> list[tuple[str, int, int]]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shlex
@@ -136,6 +137,27 @@ class Worker:
                 out[agent] = float(line.rsplit(" ", 1)[1])
         return out
 
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url("/stats"), timeout=10) as resp:
+            return dict(json.loads(resp.read()))
+
+    def wait_settled(self, timeout_s: float = 7200) -> None:
+        """Until nothing received waits in the alignment buffer and the outputs have not
+        moved for a while (the last timers fire once every source is idle)."""
+        quiet = 2 * (self.settings.source_idle_s + 2 * self.settings.tick_interval_s)
+        deadline = time.monotonic() + timeout_s
+        last, since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            stats = self.stats()
+            pending = stats.get("pending", 0)  # (not reported before this version)
+            now = (pending, stats["released"], json.dumps(stats["outputs"], sort_keys=True))
+            if now != last:
+                last, since = now, time.monotonic()
+            elif pending == 0 and time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.5)
+        raise SystemExit(f"worker not settled within {timeout_s}s: see {self.log}")
+
     def stop(self) -> None:
         self.proc.send_signal(2 if self.log.name.startswith("profile") else 15)
         try:
@@ -219,6 +241,8 @@ def run_pssync(
         ready = max(p.wait_ready() for p in procs)
         say(f"pssync x{workers}: ready; reading the backlog")
         settle(settings)
+        for p in procs:  # committed offsets say read, not applied: the buffer must empty
+            p.wait_settled()
         rss = max(p.peak_rss_mib() for p in procs)
         stages: dict[str, float] = {}
         for p in procs:
@@ -253,20 +277,34 @@ def run_pssync(
 def latency(
     root: Path, firm: dict[str, int], seed: int, rate: float, seconds: float, tight: bool
 ) -> dict[str, Any]:
-    """Offered `rate` changes/s for `seconds`: p50/p99 from input to output timestamps."""
-    extra: dict[str, Any] = {"source_idle_s": 0.2, "tick_interval_s": 0.1} if tight else {}
+    """Offered `rate` changes/s for `seconds`: p50/p99 from input to output timestamps.
+
+    The firm's initial state (its Debezium snapshot, op "r") is loaded first, unpaced,
+    and settled (`PSSYNC_SNAPSHOT_IDLE_S` 3 s); then its streamed changes are offered at
+    `rate`, and only outputs of those count."""
+    extra: dict[str, Any] = {"snapshot_idle_s": 3.0}
+    if tight:
+        extra |= {"source_idle_s": 0.2, "tick_interval_s": 0.1}
     settings = settings_for(f"lat{int(rate)}", root, **extra)
     create_topics(settings)
-    lines = root / f"lat-{int(rate)}.jsonl"
-    count = int(rate * seconds)
+    lines = root / f"lat-{int(rate)}-{tight}.jsonl"
+    # the snapshot is about ten lines per HR worker, then the streamed changes
+    count = firm["workers"] * 12 + int(rate * seconds)
     simulate(settings, {**firm, "count": count}, seed, "--rate", "0", "--output", str(lines))
     records = kafka_io.encode_file(settings, codec_for(settings), lines)
+    snapshot = [r for r in records if r.snapshot]
+    streamed = [r for r in records if not r.snapshot][: int(rate * seconds)]
+    kafka_io.feed(settings, snapshot, None)
     worker = Worker(settings, root / f"lat-{int(rate)}-{tight}.log")
     try:
         worker.wait_ready()
-        time.sleep(settings.source_idle_s + 2 * settings.tick_interval_s)
-        sent, took = kafka_io.feed(settings, records, rate)
+        settle(settings)  # the snapshot read, then released once every source is idle
+        time.sleep(settings.snapshot_idle_s)
+        worker.wait_settled()
+        offered_ms = time.time() * 1000
+        sent, took = kafka_io.feed(settings, streamed, rate)
         settle(settings)
+        worker.wait_settled()
     finally:
         worker.stop()
     inputs: dict[tuple[str, int, int], int] = {}
@@ -281,7 +319,7 @@ def latency(
     for msg in kafka_io.read_all(settings, [settings.topic(t) for t in OUTPUT_TOPICS]):
         value = decode_message(settings, codec, forms, msg).get("value") or {}
         seen = [inputs[c] for c in kafka_io.causes(value) if c in inputs]
-        if seen:
+        if seen and max(seen) >= offered_ms:  # caused by an offered change
             waits.append(msg.timestamp()[1] - max(seen))
     waits.sort()
 
@@ -293,6 +331,8 @@ def latency(
     return {
         "rate": rate,
         "achieved": sent / took,
+        "offered": sent,
+        "snapshot": len(snapshot),
         "tight": tight,
         "outputs": len(waits),
         "p50_ms": pct(0.5),

@@ -305,7 +305,10 @@ def create_app(
                 "duplicates": s.duplicates,
                 "tombstones": s.tombstones,
                 "batches": s.batches,
+                "buffered": s.buffered,
                 "released": s.released,
+                # received by this process's keyed partitions and not yet applied
+                "pending": s.buffered - s.released - s.failed,
                 "late": s.late,
                 "timers": s.timers,
                 "stream_time": stream_times(rt),

@@ -69,7 +69,9 @@ class Stats:
     tombstones: int = 0
     batches: int = 0
     late: int = 0
+    buffered: int = 0  # routed changes received into a keyed partition's buffer
     released: int = 0
+    failed: int = 0  # released changes and timers whose processing raised (dead-lettered)
     timers: int = 0
 
     def add(self, bucket: dict[str, int], key: str, n: int = 1) -> None:

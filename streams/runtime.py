@@ -101,7 +101,9 @@ class Runtime:
         """Count what a keyed batch did."""
         self.stats.duplicates += result.duplicates
         self.stats.late += result.late
+        self.stats.buffered += result.buffered
         self.stats.released += result.released
+        self.stats.failed += sum(1 for f in result.failures if f.routed is not None)
         self.stats.timers += result.timers
         self.metrics.duplicates.inc(result.duplicates)
         self.metrics.late.inc(result.late)
