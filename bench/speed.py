@@ -84,7 +84,8 @@ class Worker:
         cmd = [sys.executable, "-m", "pssync", "worker"]
         if flame is not None:
             spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-            cmd = [spy, "record", "-r", "47", "-o", str(flame), "--", *cmd]
+            raw = ["--gil", "-f", "raw"] if flame.suffix == ".txt" else []  # bench.profile
+            cmd = [spy, "record", "-r", "47", *raw, "-o", str(flame), "--", *cmd]
         self.log = log
         with open(log, "wb") as out:
             # `python -m` puts the working directory first on the path: run from the
