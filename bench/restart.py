@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from bench.backlog import free_port
 from pssync.avro.codec import Codec
 from pssync.avro.contract import ALL_TOPICS, CDC_TOPICS
 from pssync.avro.registry import RegistryClient
@@ -93,12 +93,6 @@ asyncio.run(main(*sys.argv[1:5], int(sys.argv[5])))
 
 def say(msg: str) -> None:
     print(f"[restart] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def env_of(settings: Settings, worker_path: Path | None = None) -> dict[str, str]:

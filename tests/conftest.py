@@ -120,34 +120,40 @@ class WorkerHandle:
 WorkerFactory = Callable[[Settings], WorkerHandle]
 
 
+def launch_worker(settings: Settings, log_path: Path, timeout_s: float = 90) -> WorkerHandle:
+    """`pssync worker` with exactly `settings`, once its /ready is 200 (fails the test if
+    it exits or is not ready in time; the caller stops it)."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pssync", "worker"],
+            env=settings_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    handle = WorkerHandle(settings, proc, log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"worker exited with {proc.returncode}:\n{handle.log()}")
+        try:
+            if handle.get("/ready")[0] == 200:
+                return handle
+        except OSError:
+            pass
+        time.sleep(0.2)
+    handle.stop()
+    pytest.fail(f"worker not ready within {timeout_s:.0f}s:\n{handle.log()}")
+
+
 @pytest.fixture
 def worker_factory(tmp_path: Path) -> Iterator[WorkerFactory]:
     started: list[WorkerHandle] = []
 
     def start(settings: Settings) -> WorkerHandle:
         settings = settings.model_copy(update={"web_port": free_port(), "web_host": "127.0.0.1"})
-        log_path = tmp_path / f"worker-{len(started)}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "pssync", "worker"],
-                env=settings_env(settings),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        handle = WorkerHandle(settings, proc, log_path)
+        handle = launch_worker(settings, tmp_path / f"worker-{len(started)}.log")
         started.append(handle)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"worker exited with {proc.returncode}:\n{handle.log()}")
-            try:
-                status, _ = handle.get("/ready")
-                if status == 200:
-                    return handle
-            except OSError:
-                pass
-            time.sleep(0.5)
-        pytest.fail(f"worker not ready within 90s:\n{handle.log()}")
+        return handle
 
     yield start
     for handle in started:

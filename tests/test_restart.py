@@ -12,8 +12,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +22,12 @@ from pssync.avro.contract import CDC_TOPICS
 from pssync.settings import Settings, SettingsError, default_instance_id
 from pssync.worker import FencingWatch, WorkerConflict, check_port
 from tests import scenarios
-from tests.conftest import SettingsFactory, WorkerHandle, free_port, settings_env
+from tests.conftest import (
+    SettingsFactory,
+    WorkerHandle,
+    free_port,
+    launch_worker,
+)
 from tests.kafka_helpers import cdc_line, collect, create_topics, produce_cli, wait_drained
 from tests.worker_harness import ERP_PROJECT, TIME, erp_project, time_entry
 
@@ -123,27 +126,9 @@ def start_worker(tmp_path: Path) -> Iterator[Start]:
     started: list[WorkerHandle] = []
 
     def start(settings: Settings) -> WorkerHandle:
-        log_path = tmp_path / f"worker-{len(started)}.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "pssync", "worker"],
-                env=settings_env(settings),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        handle = WorkerHandle(settings, proc, log_path)
+        handle = launch_worker(settings, tmp_path / f"worker-{len(started)}.log", 120)
         started.append(handle)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"worker exited with {proc.returncode}:\n{handle.log()}")
-            try:
-                if handle.get("/ready")[0] == 200:
-                    return handle
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"worker not ready within 120s:\n{handle.log()}")
+        return handle
 
     yield start
     for handle in started:
