@@ -152,6 +152,14 @@ RECONCILED_TOPICS: Final[tuple[str, ...]] = (
     "reconciled.assignment",
 )
 
+# Operations: what people do to exceptions (`POST /api/exceptions/{id}/actions`), keyed
+# like the data it acts on (the owning flow's join key), and what each action did.
+ACTIONS_TOPIC: Final = "ops.actions"
+OUTCOMES_TOPIC: Final = "ops.action_outcomes"
+ACTIONS: Final[tuple[str, ...]] = ("dismiss", "retry", "post_to_next_open_period", "assign")
+# an action's outcome on ops.action_outcomes
+OUTCOMES: Final[frozenset[str]] = frozenset({"APPLIED", "NOT_APPLICABLE"})
+
 CDC_TOPICS: Final[tuple[str, ...]] = tuple(t.topic for t in TABLES)
 OUTPUT_TOPICS: Final[tuple[str, ...]] = (
     *COMMAND_TOPICS,
@@ -159,8 +167,10 @@ OUTPUT_TOPICS: Final[tuple[str, ...]] = (
     EXCEPTIONS_TOPIC,
     DLQ_TOPIC,
     *RECONCILED_TOPICS,
+    OUTCOMES_TOPIC,
 )
-ALL_TOPICS: Final[tuple[str, ...]] = (*CDC_TOPICS, *OUTPUT_TOPICS)
+OPS_TOPICS: Final[tuple[str, ...]] = (ACTIONS_TOPIC,)
+ALL_TOPICS: Final[tuple[str, ...]] = (*CDC_TOPICS, *OUTPUT_TOPICS, *OPS_TOPICS)
 COMPACTED_TOPICS: Final[frozenset[str]] = frozenset(RECONCILED_TOPICS)
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from pssync.avro.contract import (
+    ACTIONS_TOPIC,
     COMMAND_TOPICS,
     DLQ_TOPIC,
     DRIFT_TOPIC,
     EXCEPTIONS_TOPIC,
+    OUTCOMES_TOPIC,
     TABLES,
     Table,
     schema_file,
@@ -245,7 +247,57 @@ def exception() -> dict[str, Any]:
             {"name": "resolution", "type": ["null", resolution], "default": None},
             field("correlation_id", "string"),
             _causation(True),
+            field(
+                "owner",
+                "string?",
+                "where the entity's state lives: `worker:<worker key>` or `project:<project "
+                "key>` (the key ops.actions records for it are keyed by)",
+            ),
+            field("assignee", "string?", "who works on it (the `assign` action)"),
         ],
+    )
+
+
+def action() -> dict[str, Any]:
+    return record(
+        "pssync.ops.Action",
+        [
+            field("action_id", "string", "idempotency: an action id takes effect once"),
+            field("action", "string", "dismiss, retry, post_to_next_open_period or assign"),
+            field("exception_id", "string"),
+            field("rule", "string"),
+            field("entity_type", "string"),
+            field("entity_id", "string"),
+            field("owner", "string", "the exception's owner (`worker:<key>`, `project:<key>`)"),
+            field("who", "string", "the actor: the API token's name"),
+            field("note", "string?"),
+            field("assignee", "string?", "for assign: who (null: unassign)"),
+            field("requested_at", "timestamp", "wall clock when the API accepted it"),
+            field(
+                "at",
+                "timestamp",
+                "its place in event time: the stream time the operator's view had reached",
+            ),
+        ],
+        doc="An operator's action on an exception, applied by the flow that owns the entity.",
+    )
+
+
+def outcome() -> dict[str, Any]:
+    return record(
+        "pssync.ops.ActionOutcome",
+        [
+            field("action_id", "string"),
+            field("action", "string"),
+            field("exception_id", "string"),
+            field("outcome", "string", "APPLIED or NOT_APPLICABLE"),
+            field("detail", "string", "what it did, or why it did not apply"),
+            field("who", "string"),
+            field("note", "string?"),
+            field("at", "timestamp", "the stream time it was applied at"),
+            field("correlation_id", "string"),
+        ],
+        doc="What an action on ops.actions did, written by the flow that applied it.",
     )
 
 
@@ -345,6 +397,10 @@ def all_schemas() -> dict[str, Any]:
     out[schema_file(DRIFT_TOPIC, "value")] = drift_alert()
     out[schema_file(EXCEPTIONS_TOPIC, "key")] = "string"
     out[schema_file(EXCEPTIONS_TOPIC, "value")] = exception()
+    out[schema_file(ACTIONS_TOPIC, "key")] = "string"
+    out[schema_file(ACTIONS_TOPIC, "value")] = action()
+    out[schema_file(OUTCOMES_TOPIC, "key")] = "string"
+    out[schema_file(OUTCOMES_TOPIC, "value")] = outcome()
     out[schema_file(DLQ_TOPIC, "key")] = "bytes"
     out[schema_file(DLQ_TOPIC, "value")] = dlq()
     for topic in ("reconciled.worker", "reconciled.project", "reconciled.assignment"):

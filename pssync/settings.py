@@ -83,6 +83,17 @@ class Settings(BaseModel):
     session_timeout_s: float = Field(45.0, ge=6, le=1800)
     # how long a rebalance waits for every live worker to rejoin
     rebalance_timeout_s: float = Field(60.0, ge=1, le=1800)
+    # the operations API (pssync.api): `name:scopes:sha256hex;...` (domain.md); hashes
+    # only, and still kept out of reprs and logs
+    api_tokens: str = Field("", repr=False)
+    # how the other workers reach this one's API (forwarded requests); default
+    # http://<host name>:<web port>
+    advertised_url: str = Field("", pattern=r"^(https?://[^\s/]+)?$")
+    # per token: sustained requests per second, and the burst above it
+    api_rate_per_s: float = Field(50.0, gt=0)
+    api_burst: int = Field(200, ge=1)
+    # the largest request body the API reads
+    api_max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -126,6 +137,11 @@ class Settings(BaseModel):
         if self.instance_id == "none":
             return None
         return self.instance_id or default_instance_id(self.web_port)
+
+    @property
+    def canonical_url(self) -> str:
+        """This worker's API as the other workers reach it."""
+        return self.advertised_url or f"http://{socket.gethostname()}:{self.web_port}"
 
     @property
     def group_id(self) -> str:

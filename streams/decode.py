@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pssync.avro.codec import Codec, DecodeError, UnknownSchemaId, load_schema_text
-from pssync.avro.contract import DLQ_TOPIC
+from pssync.avro.contract import ACTIONS_TOPIC, DLQ_TOPIC
 from pssync.avro.jsonform import JsonForm, JsonFormError
 from pssync.avro.registry import RegistryError
 from pssync.connectors.kafka import CORRELATION_HEADER
 from pssync.settings import Settings
+from pssync.streams.actions import to_action_change
 from pssync.streams.changes import Change, ValidationError, to_change
 from pssync.streams.metrics import Metrics
 from pssync.streams.outputs import Emit
@@ -117,8 +118,16 @@ class Decoder:
                     self.codec.decode_value(record.topic, record.value)
                 )
                 stage = "validate"
-                out.changes.append(
-                    to_change(
+                if record.topic == ACTIONS_TOPIC:
+                    change = to_action_change(
+                        key,
+                        value,
+                        record.partition,
+                        record.offset,
+                        record.header(CORRELATION_HEADER),
+                    )
+                else:
+                    change = to_change(
                         record.topic,
                         key,
                         value,
@@ -126,7 +135,7 @@ class Decoder:
                         record.offset,
                         record.header(CORRELATION_HEADER),
                     )
-                )
+                out.changes.append(change)
             except UnknownSchemaId as exc:
                 out.dead.append(self.dead_letter(record, exc, "decode", exc.reason))
             except DecodeError as exc:

@@ -119,21 +119,63 @@ class Trigger:
 
 
 def settle_findings(
-    open_findings: dict[str, Record], desired: list[Finding], trigger: Trigger
+    open_findings: dict[str, Record],
+    desired: list[Finding],
+    trigger: Trigger,
+    owner: str | None = None,
+    ops: Record | None = None,
 ) -> list[Emit]:
-    """Mutates `open_findings` (slot -> last emitted record) and returns the emits."""
+    """Mutates `open_findings` (slot -> last emitted record) and returns the emits.
+
+    `owner` is written on exceptions (where their entity's state lives: what an action
+    on one is keyed by). `ops` is the entity's operations state (`streams.actions`):
+    people's decisions the lifecycle honours. Intents an action left (`dismiss`,
+    `assign`, `resolving`: slot -> what) are carried out here and cleared; a dismissed
+    exception stays dismissed while its condition holds (`dismissed`: slot -> id), and
+    once the condition ends its dismissal is forgotten, so a recurrence is a new
+    exception with a new ID.
+    """
     emits: list[Emit] = []
     wanted = {f.slot: f for f in desired}
+    ops = ops if ops is not None else {}
+    resolving: dict[str, Record] = ops.pop("resolving", {})
+    dismissing: dict[str, Record] = ops.pop("dismiss", {})
+    assigning: dict[str, str | None] = ops.pop("assign", {})
+    dismissed: dict[str, str] = ops.get("dismissed", {})
     for slot in sorted(set(open_findings) - set(wanted)):
-        emits.append(_resolved(open_findings.pop(slot), trigger))
+        emits.append(_resolved(open_findings.pop(slot), trigger, resolving.get(slot)))
+    for slot in sorted(set(dismissed) - set(wanted)):
+        del dismissed[slot]
     for slot, finding in sorted(wanted.items()):
         current = open_findings.get(slot)
+        if slot in dismissing and current is not None:
+            dismissed[slot] = current["exception_id"]
+            record = _public(open_findings.pop(slot)) | {
+                "state": "DISMISSED",
+                "resolution": dismissing[slot],
+                "correlation_id": trigger.correlation_id,
+                "causation": causation(trigger.refs),
+            }
+            emits.append(_emit("exception", record, trigger))
+            continue
+        if slot in dismissed:
+            continue
+        if current is not None and slot in assigning:
+            current["assignee"] = assigning[slot]
+            current["_facts"] = None  # re-sent below with the assignee
         if current is not None and current.get("_facts") == digest(finding.facts()):
             continue
-        record = _opened(finding, current, trigger)
+        record = _opened(finding, current, trigger, owner)
         open_findings[slot] = record
         emits.append(_emit(finding.kind, _public(record), trigger))
+    if dismissed:
+        ops["dismissed"] = dismissed
     return emits
+
+
+def public_record(record: Record) -> Record:
+    """A finding as it was emitted (without the lifecycle's private fields)."""
+    return {k: v for k, v in record.items() if not k.startswith("_")}
 
 
 def _public(record: Record) -> Record:
@@ -160,7 +202,9 @@ def _emit(kind: str, record: Record, trigger: Trigger) -> Emit:
     )
 
 
-def _opened(finding: Finding, last: Record | None, trigger: Trigger) -> Record:
+def _opened(
+    finding: Finding, last: Record | None, trigger: Trigger, owner: str | None = None
+) -> Record:
     id_field = "alert_id" if finding.kind == "alert" else "exception_id"
     if last is not None:
         finding_id = last[id_field]
@@ -191,12 +235,14 @@ def _opened(finding: Finding, last: Record | None, trigger: Trigger) -> Record:
             "context": dict(finding.context),
             "created_at": last["created_at"] if last else iso(trigger.at_ms),
             "resolution": None,
+            "owner": owner,
+            "assignee": last.get("assignee") if last else None,
         }
     common["_facts"] = digest(finding.facts())
     return common
 
 
-def _resolved(last: Record, trigger: Trigger) -> Emit:
+def _resolved(last: Record, trigger: Trigger, resolution: Record | None = None) -> Emit:
     record = _public(last) | {
         "state": "RESOLVED",
         "correlation_id": trigger.correlation_id,
@@ -205,7 +251,7 @@ def _resolved(last: Record, trigger: Trigger) -> Emit:
     if "alert_id" in record:
         record["resolved_at"] = iso(trigger.at_ms)
         return _emit("alert", record, trigger)
-    record["resolution"] = {
+    record["resolution"] = resolution or {
         "who": "pssync",
         "action": "AUTO_RESOLVED",
         "note": "the condition no longer holds",

@@ -52,6 +52,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pssync.avro.contract import ACTIONS_TOPIC
+from pssync.streams.actions import apply_action
 from pssync.streams.alignment import Alignment, buffer_slot, slot_time, time_key
 from pssync.streams.findings import Trigger, digest, iso, issue_commands, settle_findings
 from pssync.streams.messages import Message, Routed, Watermark, Watermarks
@@ -139,6 +141,14 @@ class KeyedFlow:
     # -- to implement -----------------------------------------------------
     def apply(self, view: StateView, routed: Routed, now_ms: int) -> Step:
         raise NotImplementedError
+
+    def owner_of(self, key: str, state: Record) -> str | None:
+        """The exception `owner` of the entity at `key`: `<flow>:<join key>`."""
+        return None
+
+    def entity_key(self, entity_type: str, entity_id: str, owner_key: str) -> str | None:
+        """The state key of an entity an action names (None: not this flow's)."""
+        return None
 
     def reevaluate(self, view: StateView, key: str, trigger: Trigger, now_ms: int) -> list[Emit]:
         raise NotImplementedError
@@ -235,7 +245,11 @@ class KeyedFlow:
         now = self._advance(clock, at, at if source_ts is None else max(at, source_ts))
         view.savepoint()
         try:
-            step = self.apply(view, routed, now)
+            if routed.change.topic == ACTIONS_TOPIC:  # a person's action (streams.actions)
+                emitted, duplicate = apply_action(self, view, routed, now)
+                step = Step(emitted, duplicate)
+            else:
+                step = self.apply(view, routed, now)
         except Exception as exc:  # a rule bug must not stop the partition: dead-letter it
             view.rollback()
             result.failures.append(Failure(exc, routed=routed))
@@ -325,8 +339,17 @@ class KeyedFlow:
         keep its deadline, references and counts; forget it once nothing is pending
         and `purge_at` has passed."""
         open_before = _open_summary(state["open"])
-        emits = settle_findings(state["open"], evaluation.findings, trigger)
-        emits += issue_commands(state["issued"], evaluation.commands, trigger)
+        ops = state.get("ops")
+        owner = self.owner_of(key, state)
+        emits = settle_findings(state["open"], evaluation.findings, trigger, owner, ops)
+        if ops is not None and not ops:
+            del state["ops"]
+        commands = issue_commands(state["issued"], evaluation.commands, trigger)
+        if commands:
+            recent = state.setdefault("recent", [])
+            recent += [_command_summary(e) for e in commands]
+            del recent[:-RECENT_COMMANDS]
+        emits += commands
         if golden is not None:
             emits += golden(state)
         _count(view, OPEN_INDEX, open_before, _open_summary(state["open"]))
@@ -382,6 +405,17 @@ class KeyedFlow:
                 trigger.source_ts_ms,
             )
         ]
+
+
+# the last commands an entity issued, kept for the entity lookup (`streams.lookup`)
+RECENT_COMMANDS = 5
+
+
+def _command_summary(emit: Emit) -> Record:
+    value = emit.value or {}
+    payload = value.get("payload") or {}
+    summary = {k: value.get(k) for k in ("command_id", "type", "rule", "issued_at")}
+    return summary | {"topic": emit.topic, "period_id": payload.get("period_id")}
 
 
 # Per-partition counts kept in state, for the gauges each worker reports about the

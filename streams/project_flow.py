@@ -104,6 +104,15 @@ class ProjectFlow(KeyedFlow):
         state["changed_ms"] = now_ms
         return Step(self.reevaluate(view, key, trigger, now_ms, state))
 
+    def owner_of(self, key: str, state: Record) -> str | None:
+        # p/<project key> and s/<sow> (routed as `s:<sow>`): their join keys
+        return f"project:{key[2:]}" if key.startswith("p/") else f"project:s:{key[2:]}"
+
+    def entity_key(self, entity_type: str, entity_id: str, owner_key: str) -> str | None:
+        if owner_key.startswith("s:"):
+            return f"s/{owner_key[2:]}"
+        return f"p/{owner_key}"
+
     def reevaluate(
         self, view: StateView, key: str, trigger: Trigger, now_ms: int, state: Record | None = None
     ) -> list[Emit]:

@@ -119,6 +119,20 @@ class WorkerFlow(KeyedFlow):
         self._schedule_reference(view, key, entry)
         return Step(self.reevaluate_dependents(view, key, trigger, now_ms))
 
+    # -- where an entity lives (exceptions' `owner`, actions) ---------------------
+    def owner_of(self, key: str, state: Record) -> str | None:
+        if key.startswith("w/"):
+            return f"worker:{key[2:]}"
+        rec = state.get("rec")
+        return f"worker:{rec['worker_id']}" if rec else None
+
+    def entity_key(self, entity_type: str, entity_id: str, owner_key: str) -> str | None:
+        if entity_type == "assignment":
+            return f"as/{entity_id}"
+        if entity_type == "time_entry":
+            return f"te/{entity_id}"
+        return f"w/{owner_key}"
+
     # -- reference retention ---------------------------------------------------
     def _reference_retires_at(self, key: str, entry: Record) -> int | None:
         retention = self.config.retention_ms
@@ -201,13 +215,12 @@ class WorkerFlow(KeyedFlow):
         state: Record | None = self._lookup(view, f"w/{worker_id}", refs)
         return state
 
-    def _evaluate_assignment(
-        self, view: StateView, key: str, state: Record, trigger: Trigger, now_ms: int
-    ) -> list[Emit]:
-        rec = state["rec"]
-        refs: set[str] = set()
+    def assignment_facts(
+        self, view: StateView, rec: Record | None, refs: set[str]
+    ) -> assignments.AssignmentFacts:
+        """What an assignment's rules and golden record read: its worker, their rates and
+        cost center, whether its project is known (`refs` collects what was read)."""
         facts = assignments.AssignmentFacts()
-        purge_at = state.get("changed_ms", 0) + self.config.retention_ms
         if rec is not None:
             worker_state = self._worker_facts(view, rec["worker_id"], refs)
             if worker_state is not None:
@@ -216,9 +229,18 @@ class WorkerFlow(KeyedFlow):
             facts.cost_centers = self._cost_centers(view, facts.worker, refs)
             project = self._lookup(view, f"pr/{rec['project_id']}", refs)
             facts.project_known = bool(project and project.get("psa"))
-            if rec["status"] != "CANCELLED":
-                ended = end_of_day_ms(rec["end_date"]) + self.config.retention_ms
-                purge_at = max(purge_at, ended)
+        return facts
+
+    def _evaluate_assignment(
+        self, view: StateView, key: str, state: Record, trigger: Trigger, now_ms: int
+    ) -> list[Emit]:
+        rec = state["rec"]
+        refs: set[str] = set()
+        facts = self.assignment_facts(view, rec, refs)
+        purge_at = state.get("changed_ms", 0) + self.config.retention_ms
+        if rec is not None and rec["status"] != "CANCELLED":
+            ended = end_of_day_ms(rec["end_date"]) + self.config.retention_ms
+            purge_at = max(purge_at, ended)
         evaluation = assignments.evaluate(state, facts, self.timing(now_ms))
 
         def golden(state: Record) -> list[Emit]:
@@ -276,6 +298,9 @@ class WorkerFlow(KeyedFlow):
                 facts.period, closed_ms = self._period(view, pid, refs)
                 if facts.period is not None and facts.period["status"] == "CLOSED":
                     facts.next_open_period = self._next_open_period(view, entity, pid)
+                    post_to = (state.get("ops") or {}).get("post_to")
+                    if post_to:  # an operator chose the next open period (streams.actions)
+                        facts.post_to, _ = self._period(view, post_to, refs)
                     purge_at = max(closed_ms, state.get("changed_ms", 0)) + retention
         evaluation = time_entries.evaluate(state, facts, self.timing(now_ms))
         emits = self.settle(view, key, state, evaluation, trigger, now_ms, refs, purge_at)

@@ -16,6 +16,7 @@ INGEST_MODULES = (
     "pssync.streams.agents.psa_project",
     "pssync.streams.agents.psa_assignment",
     "pssync.streams.agents.psa_time_entry",
+    "pssync.streams.agents.ops_actions",
 )
 KEYED_MODULES = (
     "pssync.streams.agents.worker_keyed",

@@ -192,8 +192,9 @@ class IngestSpec:
         """Where `change` goes on `route`; keeps the link table (`links`) in step."""
         assert route.join_key is not None
         if links is None:
-            table = TABLES_BY_TOPIC[change.topic]
-            image = change.after or change.before or {table.key[0]: change.entity_id}
+            image = change.after or change.before
+            if image is None:
+                image = {TABLES_BY_TOPIC[change.topic].key[0]: change.entity_id}
             key = route.join_key(image)
             return Plan((key,) if key else (), False, None)
         slot = f"l/{change.entity_id}"

@@ -58,6 +58,9 @@ class TimeFacts:
     erp_project: Record | None = None
     period: Record | None = None
     next_open_period: str | None = None
+    # the period an operator chose for an entry whose own period is closed (the
+    # post_to_next_open_period action), as it stands now
+    post_to: Record | None = None
 
 
 def essentials(rec: Record) -> list[Any]:
@@ -201,6 +204,15 @@ def _postable(rec: Record, facts: TimeFacts, out: Evaluation, parking: Parking) 
     assert erp_project is not None
     assert period is not None
     assert worker is not None
+    target = facts.post_to
+    if (
+        period["status"] != "OPEN"
+        and target is not None
+        and target["status"] == "OPEN"
+        and target["legal_entity"] == period["legal_entity"]
+        and target["period"] > period["period"]
+    ):
+        period = target  # an operator's choice: posted there instead (payload.period_id)
     if period["status"] != "OPEN":
         out.findings.append(
             _exception(
