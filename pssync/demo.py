@@ -11,8 +11,10 @@ worker's findings against the simulator's truth. The dev stack is left running.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -81,7 +83,17 @@ def demo_settings(args: argparse.Namespace) -> Settings:
     for name, value in DEMO_DEFAULTS.items():
         if not os.environ.get(f"PSSYNC_{name.upper()}") and overrides.get(name) is None:
             overrides[name] = value
+    if not os.environ.get("PSSYNC_API_TOKENS"):
+        # a token for this run's console and API (only its hash reaches the worker)
+        DEMO_TOKEN[0] = secrets.token_urlsafe(24)
+        digest = hashlib.sha256(DEMO_TOKEN[0].encode()).hexdigest()
+        overrides["api_tokens"] = f"{DEMO_OPERATOR}:read+act:{digest}"
     return Settings.from_env(**overrides)
+
+
+DEMO_OPERATOR = "demo-operator"
+# the token made for this run (none when PSSYNC_API_TOKENS is set: yours apply)
+DEMO_TOKEN: list[str] = [""]
 
 
 def prepare(settings: Settings) -> Codec:
@@ -368,7 +380,12 @@ def where_to_look(settings: Settings, log_path: Path, stack: bool) -> list[str]:
     url = f"http://127.0.0.1:{settings.web_port}"
     out = ["where to look next:"]
     out += [f"  pssync consume {t} --from-beginning --idle-timeout 5{flags}" for t in WATCHED]
+    token = DEMO_TOKEN[0]
+    login = f"token {token} (this run's; operator {DEMO_OPERATOR!r})" if token else "your token"
     out += [
+        f"  console: {url}/console  (the exception queue: dismiss, retry, post to the next",
+        f"           open period, assign; log in with {login}, while the demo runs)",
+        f"  queue:   PSSYNC_API_TOKEN={token or '<yours>'} pssync exceptions list --api-url {url}",
         f"  worker:  {url}/health  {url}/ready  {url}/stats  (while the demo runs)",
         f"  metrics: {url}/metrics  (Prometheus text format, while the demo runs)",
         f"  worker log: {log_path}",

@@ -119,19 +119,21 @@ async def validate_project(rt: Runtime, body: Record) -> Record | None:
 
 
 def gate_report(view: StateView, body: Record) -> Record:
-    """Each check of PROJECT_GATE_FAILED, passed or not, with the facts it looked at."""
+    """Each check of PROJECT_GATE_FAILED, passed or not, with the facts it looked at.
+
+    `failed_checks` is what the stream would name in the exception's context for a
+    project with these fields; a check that needs a customer fails when there is none."""
     account = view.get(f"ca/{body['crm_account_id']}")
     customers: list[Record] = list(account["many"].values()) if account else []
     sow_id = body.get("sow_id")
     sow: Record | None = None
-    waiting: list[str] = []
     if sow_id:
         entry = view.get(f"so/{sow_id}")
         sow = entry["rec"] if entry else None
-        if sow is None:
-            waiting.append(f"sow:{sow_id}")
     project = {"legal_entity": body["legal_entity"], "currency": body["currency"]}
     failed, customer = projects.gate(project, projects.ProjectFacts(customers, sow))
+    if sow_id and sow is None:
+        failed.append("sow_exists")  # as the stream names it
     chosen = customer or {}
     facts: dict[str, Record] = {
         "customer_exists": {
@@ -157,18 +159,22 @@ def gate_report(view: StateView, body: Record) -> Record:
             "sow": sow.get("currency") if sow else None,
         },
     }
+    names = list(projects.GATE_CHECKS)
+    if sow_id:
+        names.append("sow_exists")
+        facts["sow_exists"] = {"sow_id": sow_id, "status": sow.get("status") if sow else None}
     checks = [
         {
             "check": check,
-            "passed": customer is not None and check not in failed,
+            "passed": check not in failed and (customer is not None or check == "sow_exists"),
             "facts": facts[check],
         }
-        for check in projects.GATE_CHECKS
+        for check in names
     ]
-    passed = all(c["passed"] for c in checks) and not waiting
+    passed = not failed
     return {
         "passed": passed,
         "rule": None if passed else "PROJECT_GATE_FAILED",
+        "failed_checks": failed,
         "checks": checks,
-        "waiting_for": waiting,
     }

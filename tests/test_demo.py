@@ -57,6 +57,9 @@ def test_demo_streams_the_simulator_and_reports_detected_versus_injected(
     assert re.search(r"POST_TIME_ENTRY\s+[1-9]\d*\s+[1-9]", verdict), final
     assert "without an injected cause" not in final, final
     url = f"http://127.0.0.1:{settings.web_port}"
+    console = re.search(rf"console: {re.escape(url)}/console .*\n.*log in with token (\S+) ", out)
+    assert console, out[:3000]
+    assert f"PSSYNC_API_TOKEN={console.group(1)} pssync exceptions list --api-url {url}" in out
     assert f"{url}/metrics" in out
     assert f"{url}/ready" in out
     for topic in ("erp.cmd.project", "erp.cmd.time_entry", "reconciled.assignment"):
