@@ -172,7 +172,7 @@ def test_chart_exposes_every_setting() -> None:
     values.schema.json knows the same names, so a misspelt one fails the install."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     snake = {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower() for key in values["config"]}
-    derived = {"data_dir", "web_port", "web_host"}
+    derived = {"data_dir", "web_port", "web_host", "advertised_url"}
     assert snake | derived == set(Settings.model_fields)
     schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
     for block in (schema["config"], schema["secret"]["properties"]["settings"]):
