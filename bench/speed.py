@@ -138,8 +138,14 @@ class Worker:
                 out[agent] = float(line.rsplit(" ", 1)[1])
         return out
 
+    # a token with `read`, for a worker run with PSSYNC_API_TOKENS (/stats then needs it)
+    token: str | None = None
+
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url("/stats"), timeout=10) as resp:
+        request = urllib.request.Request(self.url("/stats"))
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(request, timeout=10) as resp:
             return dict(json.loads(resp.read()))
 
     def wait_settled(self, timeout_s: float = 7200) -> None:

@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         simulate(settings, sim, 0, root / "truth.jsonl")
         bodies = accounts(settings)
         worker = Worker(settings, root / "worker.log")
+        worker.token = token
         try:
             worker.wait_ready()
             worker.wait_settled(timeout_s=600)

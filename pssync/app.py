@@ -26,7 +26,9 @@ from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
+import pssync.api
 from pssync import faust_fastpath
+from pssync.api.forward import PEERS_TOPIC
 from pssync.avro.codec import Codec, load_schema_text
 from pssync.avro.contract import ALL_TOPICS
 from pssync.avro.registry import RegistryClient
@@ -117,6 +119,8 @@ def _ensure_worker_topics(settings: Settings, n: int) -> dict[str, int]:
 
     specs = contract_topic_specs(settings, n)
     specs += [TopicSpec(settings.internal_topic(t), settings.partitions) for t in INTERNAL_TOPICS]
+    # the operations API's directory of who holds which partition (`api.forward`)
+    specs.append(TopicSpec(settings.internal_topic(PEERS_TOPIC), 1, True))
     ensure(specs)
     ensure(
         [
@@ -198,6 +202,8 @@ def create_app(
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_host=settings.web_host,
+        # how the other workers reach this one (the operations API forwards to owners)
+        canonical_url=settings.canonical_url,
         datadir=str(settings.data_dir / "faust"),
         store="memory://",
         topic_partitions=settings.partitions,
@@ -316,4 +322,5 @@ def create_app(
             }
         )
 
+    pssync.api.install(app, rt)  # the operations API, behind its tokens (also /stats)
     return app, rt
