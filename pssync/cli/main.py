@@ -196,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pssync.simulate.cli import add_parser as add_simulate_parser
 
     _common(add_simulate_parser(sub))
+
+    from pssync.cli.exceptions import add_parser as add_exceptions_parser
+
+    add_exceptions_parser(sub)
     return parser
 
 
@@ -243,6 +247,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from pssync.simulate.cli import run_simulate
 
         return run_simulate(args)
+    if args.command == "exceptions":
+        from pssync.cli.exceptions import run_exceptions
+
+        return run_exceptions(args)
     raise AssertionError(args.command)
 
 
