@@ -3,6 +3,11 @@
 The producer is confluent-kafka (librdkafka), idempotent with `acks=all`:
 `flush()` returns only once every record sent so far is acknowledged, which is
 the first step of the batch commit order documented in `tables.store`.
+
+Every confluent-kafka client pssync opens starts from `client_config`, which carries
+the security settings (SASL, TLS: `pssync.security`). `connect` is the first contact
+at start-up: a refused password or a failed TLS handshake becomes one line saying
+which settings to check, instead of librdkafka retrying in the log.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import logging
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +27,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from pssync.avro.codec import Codec, load_schema_text
 from pssync.avro.contract import ALL_TOPICS, COMPACTED_TOPICS
 from pssync.avro.jsonform import JsonForm
+from pssync.security import librdkafka_config
 from pssync.settings import Settings
 from pssync.streams.outputs import Emit
 
@@ -31,6 +38,10 @@ CORRELATION_HEADER = "correlation_id"
 
 class KafkaUnavailable(RuntimeError):
     """Kafka did not answer at the configured bootstrap servers."""
+
+
+class KafkaRefused(KafkaUnavailable):
+    """Kafka answered but refused this client's credentials or TLS handshake."""
 
 
 def stable_partition(key: str, partitions: int) -> int:
@@ -44,22 +55,115 @@ _librdkafka = logging.getLogger("pssync.kafka.client")
 
 
 def client_config(settings: Settings, **config: Any) -> dict[str, Any]:
-    """The configuration every Kafka client pssync opens starts from."""
-    return {"bootstrap.servers": settings.kafka_bootstrap, "logger": _librdkafka, **config}
+    """The configuration every Kafka client pssync opens starts from: the bootstrap
+    servers and the security settings (SASL, TLS), then the caller's own."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "logger": _librdkafka,
+        **librdkafka_config(settings),
+        **config,
+    }
 
 
 def admin(settings: Settings) -> AdminClient:
     return AdminClient(client_config(settings))
 
 
+class _HeldLog(logging.Logger):
+    """librdkafka's log during the first contact: held while it is not known to succeed
+    (its retries of a refused login would bury the one line that says why), passed on
+    to the usual logger after."""
+
+    def __init__(self) -> None:
+        super().__init__(_librdkafka.name)
+        self.held: deque[logging.LogRecord] = deque(maxlen=50)
+        self.passing = False
+
+    def handle(self, record: logging.LogRecord) -> None:
+        if self.passing:
+            _librdkafka.handle(record)
+        else:
+            self.held.append(record)
+
+
+def refusal(settings: Settings, errors: Iterable[KafkaError]) -> KafkaRefused | None:
+    """The clear error for what librdkafka reported while connecting, if it was a refusal
+    (SASL) or a failed TLS handshake; None for anything else (e.g. nobody listening)."""
+    at = f"Kafka at {settings.kafka_bootstrap}"
+    for error in errors:
+        reason = _reason(error.str())
+        if error.code() == KafkaError._AUTHENTICATION:
+            mechanism = settings.kafka_sasl_mechanism
+            if "unsupported sasl mechanism" in reason.lower():
+                return KafkaRefused(
+                    f"{at} does not accept SASL mechanism {mechanism} ({reason}): "
+                    "check PSSYNC_KAFKA_SASL_MECHANISM"
+                )
+            if settings.kafka_security_protocol.startswith("SASL_"):
+                return KafkaRefused(
+                    f"{at} refused the SASL credentials of user "
+                    f"{settings.kafka_sasl_username!r} ({mechanism}): check "
+                    "PSSYNC_KAFKA_SASL_USERNAME / PSSYNC_KAFKA_SASL_PASSWORD_FILE"
+                )
+            return KafkaRefused(
+                f"{at} refused the connection ({reason}): check "
+                "PSSYNC_KAFKA_SECURITY_PROTOCOL and the SASL settings"
+            )
+        if "bad certificate" in reason or "certificate required" in reason:
+            return KafkaRefused(
+                f"{at} refused this client's TLS certificate ({reason}): check "
+                "PSSYNC_KAFKA_SSL_CERT_FILE / PSSYNC_KAFKA_SSL_KEY_FILE (the broker requires "
+                "a client certificate signed by a CA it trusts)"
+            )
+        if error.code() == KafkaError._SSL:
+            return KafkaRefused(
+                f"{at}: TLS handshake failed ({reason}): check PSSYNC_KAFKA_SSL_CA_FILE "
+                "and PSSYNC_KAFKA_SECURITY_PROTOCOL"
+            )
+    return None
+
+
+def _reason(text: str) -> str:
+    """librdkafka's error without the broker prefix and its timing suffix."""
+    text = text.split("/bootstrap: ", 1)[-1]
+    return text.split(" (after ", 1)[0]
+
+
+def connect(settings: Settings, timeout_s: float = 5.0) -> tuple[AdminClient, Any]:
+    """First contact: an admin client and the cluster's metadata (`list_topics`).
+
+    Raises `KafkaRefused` with one line naming the settings to check as soon as the
+    broker refuses the credentials or a TLS handshake fails, and `KafkaUnavailable`
+    when it does not answer within `timeout_s`. The admin client is the caller's to
+    use afterwards."""
+    errors: deque[KafkaError] = deque(maxlen=50)
+    log_ = _HeldLog()
+    client = AdminClient(client_config(settings, logger=log_, error_cb=errors.append))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            metadata = client.list_topics(timeout=min(1.0, max(0.1, timeout_s)))
+            break
+        except KafkaException as exc:
+            client.poll(0)  # error_cb and the log are served by poll
+            refused = refusal(settings, errors)
+            if refused is not None:
+                raise refused from None
+            if time.monotonic() >= deadline:
+                seen = [_reason(r.getMessage()) for r in log_.held if r.levelno >= logging.WARNING]
+                last = seen[-1].split("]: ", 1)[-1] if seen else str(exc)
+                raise KafkaUnavailable(
+                    f"Kafka at {settings.kafka_bootstrap} did not answer within "
+                    f"{timeout_s:.0f}s ({last}; PSSYNC_KAFKA_SECURITY_PROTOCOL="
+                    f"{settings.kafka_security_protocol}); start it with `pssync dev up` or "
+                    "set PSSYNC_KAFKA_BOOTSTRAP"
+                ) from None
+    log_.passing = True
+    return client, metadata
+
+
 def check_kafka(settings: Settings, timeout_s: float = 5.0) -> None:
-    try:
-        admin(settings).list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise KafkaUnavailable(
-            f"Kafka at {settings.kafka_bootstrap} did not answer within {timeout_s:.0f}s "
-            f"({exc}); start it with `pssync dev up` or set PSSYNC_KAFKA_BOOTSTRAP"
-        ) from None
+    connect(settings, timeout_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
-from confluent_kafka import KafkaException
 from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
@@ -33,13 +32,14 @@ from pssync.avro.codec import Codec, load_schema_text
 from pssync.avro.contract import ALL_TOPICS
 from pssync.avro.registry import RegistryClient
 from pssync.connectors.kafka import (
-    KafkaUnavailable,
     OutputProducer,
     TopicSpec,
     admin,
+    connect,
     contract_topic_specs,
     ensure_topics,
 )
+from pssync.security import faust_credentials
 from pssync.settings import Settings
 from pssync.streams.agents import INGEST_MODULES, MODULES
 from pssync.streams.agents.base import (
@@ -81,7 +81,7 @@ def prepare_worker(
     A restart finds everything in place, so this is on the restart's critical path: the
     schemas are registered in parallel while one admin client reads the cluster's
     metadata once; topics are created only when some are missing."""
-    codec = Codec(RegistryClient(settings.schema_registry_url), settings.topic_prefix)
+    codec = Codec(RegistryClient.from_settings(settings), settings.topic_prefix)
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="register") as pool:
         registered = [
             pool.submit(codec.register, topic, part, load_schema_text(topic, part))
@@ -97,14 +97,9 @@ def prepare_worker(
 def _ensure_worker_topics(settings: Settings, n: int) -> dict[str, int]:
     """Create what is missing of the contract's, the internal and the changelog topics;
     returns physical topic -> partition count."""
-    client = admin(settings)
-    try:
-        metadata = client.list_topics(timeout=5.0).topics
-    except KafkaException as exc:
-        raise KafkaUnavailable(
-            f"Kafka at {settings.kafka_bootstrap} did not answer within 5s "
-            f"({exc}); start it with `pssync dev up` or set PSSYNC_KAFKA_BOOTSTRAP"
-        ) from None
+    # the first contact: a refused password or TLS handshake stops here, in one line
+    client, cluster = connect(settings, timeout_s=5.0)
+    metadata = cluster.topics
     counts = {name: len(meta.partitions) for name, meta in metadata.items() if meta.error is None}
 
     def ensure(specs: list[TopicSpec]) -> None:
@@ -197,6 +192,8 @@ def create_app(
     app = faust.App(
         settings.group_id,
         broker=settings.kafka_url,
+        # SASL and/or TLS for aiokafka's consumer, producer and admin (pssync.security)
+        broker_credentials=faust_credentials(settings),
         autodiscover=False,  # agents are registered explicitly (module doc)
         origin="pssync",
         web_port=settings.web_port,

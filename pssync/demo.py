@@ -101,7 +101,7 @@ def prepare(settings: Settings) -> Codec:
     created = ensure_topics(settings, contract_topic_specs(settings, settings.partitions))
     fresh = sum(1 for v in created.values() if v == "created")
     say(f"topics: {fresh} created, {len(created) - fresh} already there")
-    codec = Codec(RegistryClient(settings.schema_registry_url), settings.topic_prefix)
+    codec = Codec(RegistryClient.from_settings(settings), settings.topic_prefix)
     codec.register_all(ALL_TOPICS)
     say(f"schemas registered for {len(ALL_TOPICS)} topics at {settings.schema_registry_url}")
     return codec

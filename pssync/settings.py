@@ -14,7 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEV_KAFKA_PORT = 9092
 DEV_REGISTRY_PORT = 8081
@@ -42,6 +49,85 @@ RETIRED = {
 
 class SettingsError(ValueError):
     """A setting has a bad value; the message names the environment variable."""
+
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+
+
+def shown(field: str, values: Mapping[str, Any]) -> str:
+    """A setting's value as an error message may show it: never a secret."""
+    info = Settings.model_fields.get(field)
+    if info is not None and info.repr is False:
+        return "(hidden)"
+    return re.sub(r"//[^/@\s]*@", "//(hidden)@", str(values.get(field, "")))
+
+
+def security_problems(s: Settings) -> list[str]:
+    """What is wrong with the combination of the security settings (no file is read)."""
+    problems = []
+    protocol = s.kafka_security_protocol
+    uses_sasl, uses_tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+    at = f"PSSYNC_KAFKA_SECURITY_PROTOCOL={protocol}"
+    if uses_sasl:
+        if not s.kafka_sasl_mechanism:
+            problems.append(
+                f"{at} needs PSSYNC_KAFKA_SASL_MECHANISM (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            )
+        if not s.kafka_sasl_username:
+            problems.append(f"{at} needs PSSYNC_KAFKA_SASL_USERNAME")
+        if not (s.kafka_sasl_password_file or s.kafka_sasl_password):
+            problems.append(f"{at} needs PSSYNC_KAFKA_SASL_PASSWORD_FILE")
+    else:
+        sasl = [
+            name
+            for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password_file")
+            if getattr(s, name)
+        ] + (["kafka_sasl_password"] if s.kafka_sasl_password else [])
+        if sasl:
+            names = ", ".join(f"PSSYNC_{n.upper()}" for n in sasl)
+            problems.append(
+                f"{names} set, but {at} does not use SASL: set it to SASL_SSL or SASL_PLAINTEXT"
+            )
+    if s.kafka_sasl_password_file and s.kafka_sasl_password:
+        problems.append(
+            "both PSSYNC_KAFKA_SASL_PASSWORD_FILE and PSSYNC_KAFKA_SASL_PASSWORD are set: keep one"
+        )
+    tls = ("kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file")
+    tls_set = [n for n in (*tls, "kafka_ssl_key_password_file") if getattr(s, n)]
+    if tls_set and not uses_tls:
+        names = ", ".join(f"PSSYNC_{n.upper()}" for n in tls_set)
+        problems.append(f"{names} set, but {at} does not use TLS: set it to SSL or SASL_SSL")
+    problems += _key_pair(s, "kafka_ssl")
+    registry = "PSSYNC_SCHEMA_REGISTRY"
+    if s.schema_registry_password_file and s.schema_registry_password:
+        problems.append(f"both {registry}_PASSWORD_FILE and {registry}_PASSWORD are set: keep one")
+    has_password = bool(s.schema_registry_password_file or s.schema_registry_password)
+    if s.schema_registry_username and not has_password:
+        problems.append(f"{registry}_USERNAME needs {registry}_PASSWORD_FILE")
+    if has_password and not s.schema_registry_username:
+        problems.append(f"a schema registry password needs {registry}_USERNAME")
+    registry_tls = [
+        n
+        for n in ("ca_file", "cert_file", "key_file", "key_password_file")
+        if getattr(s, f"schema_registry_{n}")
+    ]
+    if registry_tls and not s.schema_registry_url.startswith("https://"):
+        names = ", ".join(f"{registry}_{n.upper()}" for n in registry_tls)
+        problems.append(f"{names} set, but PSSYNC_SCHEMA_REGISTRY_URL is not https://")
+    problems += _key_pair(s, "schema_registry")
+    return problems
+
+
+def _key_pair(s: Settings, prefix: str) -> list[str]:
+    """A client certificate comes with its key; a key password with a key."""
+    cert = getattr(s, f"{prefix}_cert_file")
+    key = getattr(s, f"{prefix}_key_file")
+    name = f"PSSYNC_{prefix.upper()}"
+    if bool(cert) != bool(key):
+        return [f"{name}_CERT_FILE and {name}_KEY_FILE go together: set both or neither"]
+    if getattr(s, f"{prefix}_key_password_file") and not key:
+        return [f"{name}_KEY_PASSWORD_FILE set without {name}_KEY_FILE"]
+    return []
 
 
 class Settings(BaseModel):
@@ -96,13 +182,48 @@ class Settings(BaseModel):
     api_max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # -- connecting to a secured Kafka and registry (pssync.security applies them to
+    # every client). Secrets are read from files (*_FILE) when a client is built; the
+    # direct *_PASSWORD variants are for convenience and are kept out of reprs and logs.
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password_file: str = ""
+    kafka_sasl_password: str = Field("", repr=False)
+    # PEM files: the CA that signed the brokers' certificates (empty: the system's CAs),
+    # and this client's certificate and key, for brokers that require one (mutual TLS)
+    kafka_ssl_ca_file: str = ""
+    kafka_ssl_cert_file: str = ""
+    kafka_ssl_key_file: str = ""
+    kafka_ssl_key_password_file: str = ""
+    # check that a broker's certificate names the host connected to (off only for tests)
+    kafka_ssl_check_hostname: bool = True
+    schema_registry_username: str = ""
+    schema_registry_password_file: str = ""
+    schema_registry_password: str = Field("", repr=False)
+    schema_registry_ca_file: str = ""
+    schema_registry_cert_file: str = ""
+    schema_registry_key_file: str = ""
+    schema_registry_key_password_file: str = ""
 
     @field_validator("schema_registry_url")
     @classmethod
     def _url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
+        if "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError(
+                "must not carry credentials: use PSSYNC_SCHEMA_REGISTRY_USERNAME and "
+                "PSSYNC_SCHEMA_REGISTRY_PASSWORD_FILE"
+            )
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _security(self) -> Settings:
+        problems = security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -169,7 +290,10 @@ class Settings(BaseModel):
         except ValidationError as exc:
             problems = []
             for err in exc.errors():
-                field = str(err["loc"][0]) if err["loc"] else "?"
-                shown = values.get(field, "")
-                problems.append(f"PSSYNC_{field.upper()}={shown!s}: {err['msg']}")
+                message = str(err["msg"]).removeprefix("Value error, ")
+                if not err["loc"]:  # a rule across several settings: it names them
+                    problems.append(message)
+                    continue
+                field = str(err["loc"][0])
+                problems.append(f"PSSYNC_{field.upper()}={shown(field, values)}: {message}")
             raise SettingsError("invalid settings: " + "; ".join(problems)) from None

@@ -315,7 +315,7 @@ def _codec(settings: Settings, topics: Sequence[str]) -> Any:
     from pssync.avro.codec import Codec
     from pssync.avro.registry import RegistryClient
 
-    codec = Codec(RegistryClient(settings.schema_registry_url), settings.topic_prefix)
+    codec = Codec(RegistryClient.from_settings(settings), settings.topic_prefix)
     codec.register_all(topics)
     return codec
 
@@ -372,11 +372,13 @@ def cmd_produce(args: argparse.Namespace) -> int:
 def cmd_consume(args: argparse.Namespace) -> int:
     from pssync.avro.contract import ALL_TOPICS
     from pssync.connectors.jsonl import consume_records, write_jsonl
+    from pssync.connectors.kafka import check_kafka
 
     unknown = [t for t in args.topics if t not in ALL_TOPICS]
     if unknown:
         raise ValueError(f"{unknown[0]!r} is not a contract topic")
     settings = settings_from(args)
+    check_kafka(settings)  # a refused login fails here in one line, not in a retry loop
     codec = _codec(settings, args.topics)
     records = consume_records(
         settings, codec, args.topics, args.from_beginning, args.idle_timeout, args.max

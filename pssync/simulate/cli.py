@@ -251,7 +251,7 @@ def send_kafka(items: Iterable[Item], args: argparse.Namespace) -> int:
     check_kafka(settings)
     created = ensure_topics(settings, contract_topic_specs(settings, settings.partitions))
     fresh = sum(1 for v in created.values() if v == "created")
-    codec = Codec(RegistryClient(settings.schema_registry_url), settings.topic_prefix)
+    codec = Codec(RegistryClient.from_settings(settings), settings.topic_prefix)
     codec.register_all(ALL_TOPICS)
     say(
         f"Kafka {settings.kafka_bootstrap}, registry {settings.schema_registry_url}, "
