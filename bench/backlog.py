@@ -113,7 +113,7 @@ def settle(settings: Settings, timer_s: float) -> None:
 
 
 def outcome(settings: Settings) -> dict[str, Any]:
-    codec = Codec(RegistryClient(settings.schema_registry_url), settings.topic_prefix)
+    codec = Codec(RegistryClient.from_settings(settings), settings.topic_prefix)
     codec.register_all(ALL_TOPICS)
     records = list(consume_records(settings, codec, OUTPUTS, True, 3.0))
     commands = {r["value"]["command_id"] for r in records if r["topic"].startswith("erp.cmd.")}

@@ -202,7 +202,7 @@ class Probe:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.codec = Codec(RegistryClient(settings.schema_registry_url), settings.topic_prefix)
+        self.codec = Codec(RegistryClient.from_settings(settings), settings.topic_prefix)
         self.codec.register_all(ALL_TOPICS)
         self.n = 0
 

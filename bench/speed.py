@@ -185,7 +185,7 @@ def settings_for(name: str, root: Path, **extra: Any) -> Settings:
 
 
 def codec_for(settings: Settings) -> Codec:
-    codec = Codec(RegistryClient(settings.schema_registry_url), settings.topic_prefix)
+    codec = Codec(RegistryClient.from_settings(settings), settings.topic_prefix)
     codec.register_all(ALL_TOPICS)
     return codec
 

@@ -93,7 +93,7 @@ def create_topics(settings: Settings) -> None:
 
 
 def codec_for(settings: Settings) -> Codec:
-    codec = Codec(RegistryClient(settings.schema_registry_url), settings.topic_prefix)
+    codec = Codec(RegistryClient.from_settings(settings), settings.topic_prefix)
     codec.register_all(ALL_TOPICS)
     return codec
 
