@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pssync.avro.contract import CDC_TOPICS
+from pssync.avro.contract import ACTIONS_TOPIC, CDC_TOPICS
 from pssync.settings import Settings, SettingsError, default_instance_id
 from pssync.worker import FencingWatch, WorkerConflict, check_port
 from tests import scenarios
@@ -214,7 +214,7 @@ def test_a_second_consumer_with_the_same_instance_id_stops_the_worker_with_a_cle
     create_topics(settings)
     worker = start_worker(settings)
     # another consumer of the group, subscribed like the worker, with the worker's id
-    topics = [settings.topic(t) for t in CDC_TOPICS] + [
+    topics = [settings.topic(t) for t in (*CDC_TOPICS, ACTIONS_TOPIC)] + [
         settings.internal_topic(t) for t in ("worker-keyed", "project-keyed")
     ]
     args = [settings.kafka_bootstrap, settings.group_id, settings.instance_id, ",".join(topics)]
