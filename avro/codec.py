@@ -11,6 +11,10 @@ Guarantees:
   an ID not yet cached raises `UnknownSchemaId`; callers batch those IDs and
   `prefetch` them once, off the event loop, then decode again. An ID the
   registry does not know is remembered as unknown (the record goes to the DLQ).
+- Decoding is bounded by the input: a decimal's bytes may not exceed what its
+  precision needs (fastavro turns them into a number in quadratic time, so a
+  400 kB decimal would stall the worker for half a minute), and lengths read from
+  corrupt input end in `DecodeError`, never in a read past the record.
 """
 
 from __future__ import annotations
@@ -25,13 +29,36 @@ from pathlib import Path
 from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.read import LOGICAL_READERS
 
 from pssync.avro.contract import schema_file
+from pssync.avro.jsonform import decimal_max_bytes
 from pssync.avro.registry import RegistryClient, RegistryError, SchemaNotFound
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 MAGIC = 0
 _HEADER = struct.Struct(">BI")
+
+
+def _bounded(read_decimal: Any) -> Any:
+    """fastavro's decimal reader, refusing more bytes than the precision allows (of the
+    reader's schema when it has one: a writer may declare any precision)."""
+
+    def read(data: bytes, writer_schema: Any = None, reader_schema: Any = None) -> Any:
+        schema = reader_schema if isinstance(reader_schema, dict) else writer_schema
+        precision = int(schema["precision"])
+        if len(data) > decimal_max_bytes(precision):
+            raise ValueError(f"a decimal of {len(data)} bytes exceeds precision {precision}")
+        return read_decimal(data, writer_schema, reader_schema)
+
+    read.bounded = True  # type: ignore[attr-defined]
+    return read
+
+
+# fastavro's documented hook for logical types; every reader in the process is bounded
+for _kind in ("bytes-decimal", "fixed-decimal"):
+    if not getattr(LOGICAL_READERS[_kind], "bounded", False):
+        LOGICAL_READERS[_kind] = _bounded(LOGICAL_READERS[_kind])
 
 
 class DecodeError(Exception):

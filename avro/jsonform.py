@@ -4,6 +4,14 @@ JSON form: plain JSON, no union wrapping; dates `"2026-03-31"`, instants
 ISO-8601 UTC `"2026-03-31T09:15:00.000Z"`, decimals as strings `"142.50"`,
 bytes as base64. A missing nullable field is null; an unknown field is an
 error naming the field path.
+
+Both directions refuse what the schema cannot hold, as a `JsonFormError` naming
+the field: text that is not UTF-8 (a lone surrogate), integers outside int/long,
+instants and dates outside years 1-9999, decimals beyond their precision. A
+decoded value keeps the reader's logical types even when the writer's schema had
+none (Avro resolves by the underlying type: an `int`, `long` or `bytes` arrives
+raw and is converted here), and a decimal's bytes are bounded by its precision
+before they are turned into a number, so a hostile length costs no time.
 """
 
 from __future__ import annotations
@@ -102,34 +110,37 @@ class JsonForm:
             raise JsonFormError(path, "is required and may not be null")
         if kind == "null":
             if value is not None:
-                raise JsonFormError(path, f"expected null, got {value!r}")
+                raise JsonFormError(path, f"expected null, got {brief(value)}")
             return None
         if logical == "decimal":
             return _decimal(value, int(schema.get("scale", 0)), int(schema["precision"]), path)
         if logical == "date":
             if not isinstance(value, str) or not _DATE.fullmatch(value):
-                raise JsonFormError(path, f"expected a date string YYYY-MM-DD, got {value!r}")
+                raise JsonFormError(path, f"expected a date string YYYY-MM-DD, got {brief(value)}")
             try:
                 return dt.date.fromisoformat(value)
             except ValueError:
-                raise JsonFormError(path, f"{value!r} is not a date (YYYY-MM-DD)") from None
+                raise JsonFormError(path, f"{brief(value)} is not a date (YYYY-MM-DD)") from None
         if logical in ("timestamp-millis", "timestamp-micros"):
             return _instant(value, path)
         if kind == "string":
             if not isinstance(value, str):
                 raise JsonFormError(path, f"expected a string, got {type(value).__name__}")
-            return value
+            return _utf8(value, path)
         if kind == "boolean":
             if not isinstance(value, bool):
-                raise JsonFormError(path, f"expected true or false, got {value!r}")
+                raise JsonFormError(path, f"expected true or false, got {brief(value)}")
             return value
         if kind in ("int", "long"):
             if isinstance(value, bool) or not isinstance(value, int):
-                raise JsonFormError(path, f"expected an integer, got {value!r}")
+                raise JsonFormError(path, f"expected an integer, got {brief(value)}")
+            low, high = _INT_RANGE[kind]
+            if not low <= value <= high:
+                raise JsonFormError(path, f"{brief(value)} is out of range for an Avro {kind}")
             return value
         if kind in ("float", "double"):
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise JsonFormError(path, f"expected a number, got {value!r}")
+                raise JsonFormError(path, f"expected a number, got {brief(value)}")
             return float(value)
         if kind == "bytes":
             if not isinstance(value, str):
@@ -140,7 +151,7 @@ class JsonForm:
                 raise JsonFormError(path, "is not valid base64") from None
         if kind == "enum":
             if value not in schema["symbols"]:
-                raise JsonFormError(path, f"{value!r} is not one of {schema['symbols']}")
+                raise JsonFormError(path, f"{brief(value)} is not one of {schema['symbols']}")
             return value
         if kind == "array":
             if not isinstance(value, list):
@@ -149,7 +160,10 @@ class JsonForm:
         if kind == "map":
             if not isinstance(value, dict):
                 raise JsonFormError(path, "expected an object")
-            return {k: self._in(schema["values"], v, f"{path}.{k}") for k, v in value.items()}
+            return {
+                _utf8(k, f"{path}.{k!r}"): self._in(schema["values"], v, f"{path}.{k}")
+                for k, v in value.items()
+            }
         if kind in ("record", "error"):
             return self._record_in(schema, value, path)
         raise JsonFormError(path, f"unsupported schema type {kind!r}")
@@ -183,12 +197,12 @@ class JsonForm:
         the same result as walking the schema, `_out`, at a fraction of the cost)."""
         out = self._compiled
         if out is None:
-            out = self._compiled = self._compile(self.schema, set())
+            out = self._compiled = self._compile(self.schema, set(), "")
         return out(value)
 
-    def _compile(self, schema: Any, seen: set[str]) -> Out:
+    def _compile(self, schema: Any, seen: set[str], path: str) -> Out:
         """A function converting one value of `schema`; recursive named types fall back
-        to walking the schema."""
+        to walking the schema. `path` names the field in errors."""
         if isinstance(schema, str) and schema in self.names:
             if schema in seen:
                 name: str = schema
@@ -196,6 +210,10 @@ class JsonForm:
             seen = seen | {schema}
         schema = self._resolve(schema)
         if isinstance(schema, list):
+            others = [b for b in schema if b != "null"]
+            logical = _logical_out(self._resolve(others[0]), path) if len(others) == 1 else None
+            if logical is not None:  # ["null", a logical leaf]: typed or raw, None passes
+                return logical
             simple = [self._resolve(b) for b in schema]
             simple = [b for b in simple if not isinstance(b, dict) or _leaf(b)]
             if len(simple) == len(schema):
@@ -203,11 +221,12 @@ class JsonForm:
                 if not decimals:
                     return _plain_or_none  # leaves only: `_out` ends in `_plain` too
                 if len(decimals) == 1:
-                    scale = int(decimals[0].get("scale", 0))
-                    return lambda v: (
-                        format_decimal(v, scale) if isinstance(v, Decimal) else _plain_or_none(v)
-                    )
-            branches = [(self._resolve(b), self._compile(b, seen)) for b in schema if b != "null"]
+                    convert = _logical_out(decimals[0], path)
+                    assert convert is not None
+                    return lambda v: convert(v) if isinstance(v, Decimal) else _plain_or_none(v)
+            branches = [
+                (self._resolve(b), self._compile(b, seen, path)) for b in schema if b != "null"
+            ]
             if len(branches) == 1:  # ["null", X]: X when it fits, as `_out` picks it
                 (only, conv) = branches[0]
                 return lambda v: None if v is None else conv(v) if _fits(only, v) else _plain(v)
@@ -223,7 +242,10 @@ class JsonForm:
             return union
         kind = schema.get("type") if isinstance(schema, dict) else schema
         if kind in ("record", "error"):
-            fields = [(f["name"], self._compile(f["type"], seen)) for f in schema["fields"]]
+            fields = [
+                (f["name"], self._compile(f["type"], seen, f"{path}.{f['name']}".lstrip(".")))
+                for f in schema["fields"]
+            ]
 
             def record(v: Any) -> Any:
                 if v is None:
@@ -233,15 +255,12 @@ class JsonForm:
 
             return record
         if kind == "array":
-            item = self._compile(schema["items"], seen)
+            item = self._compile(schema["items"], seen, f"{path}[]")
             return lambda v: None if v is None else [item(x) for x in v]
         if kind == "map":
-            inner = self._compile(schema["values"], seen)
+            inner = self._compile(schema["values"], seen, f"{path}.*")
             return lambda v: None if v is None else {k: inner(x) for k, x in v.items()}
-        if isinstance(schema, dict) and schema.get("logicalType") == "decimal":
-            scale = int(schema.get("scale", 0))
-            return lambda v: None if v is None else format_decimal(v, scale)
-        return _plain_or_none
+        return _logical_out(schema, path) or _plain_or_none
 
     def _out(self, schema: Any, value: Any) -> Any:
         schema = self._resolve(schema)
@@ -251,7 +270,9 @@ class JsonForm:
             for branch in schema:
                 if branch != "null" and _fits(self._resolve(branch), value):
                     return self._out(branch, value)
-            return _plain(value)
+            others = [b for b in schema if b != "null"]
+            logical = _logical_out(self._resolve(others[0]), "") if len(others) == 1 else None
+            return _plain(value) if logical is None else logical(value)
         kind = schema.get("type") if isinstance(schema, dict) else schema
         if kind in ("record", "error"):
             return {f["name"]: self._out(f["type"], value.get(f["name"])) for f in schema["fields"]}
@@ -259,9 +280,8 @@ class JsonForm:
             return [self._out(schema["items"], v) for v in value]
         if kind == "map":
             return {k: self._out(schema["values"], v) for k, v in value.items()}
-        if isinstance(schema, dict) and schema.get("logicalType") == "decimal":
-            return format_decimal(value, int(schema.get("scale", 0)))
-        return _plain(value)
+        logical = _logical_out(schema, "")
+        return _plain(value) if logical is None else logical(value)
 
 
 Out = Callable[[Any], Any]
@@ -325,8 +345,8 @@ def _plain(value: Any) -> Any:
 def format_instant(value: dt.datetime) -> str:
     if value.tzinfo is not UTC:
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if value.year < 1000:  # isoformat pads years as strftime does not: keep the old form
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # ISO-8601 with the year in four digits, as `from_json` reads it back (strftime's
+    # "%Y" writes year 1 as "1", which no ISO parser takes)
     return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
@@ -336,35 +356,135 @@ def format_decimal(value: Decimal, scale: int) -> str:
 
 def _decimal(value: Any, scale: int, precision: int, path: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise JsonFormError(path, f'expected a decimal as a string such as "142.50", got {value!r}')
+        raise JsonFormError(
+            path, f'expected a decimal as a string such as "142.50", got {brief(value)}'
+        )
     try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        raise JsonFormError(path, f"{value!r} is not a decimal number") from None
+        number = Decimal(value)
+    except (InvalidOperation, ValueError):
+        raise JsonFormError(path, f"{brief(value)} is not a decimal number") from None
     if not number.is_finite():
-        raise JsonFormError(path, f"{value!r} is not a finite decimal")
+        raise JsonFormError(path, f"{brief(value)} is not a finite decimal")
     if number and number.adjusted() >= precision - scale:
-        raise JsonFormError(path, f"{value!r} exceeds precision {precision}")
-    quantum = Decimal(1).scaleb(-scale)
-    quantized = number.quantize(quantum, rounding=ROUND_HALF_UP)
+        raise JsonFormError(path, f"{brief(value)} exceeds precision {precision}")
+    quantized = number.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
     if quantized != number:
-        raise JsonFormError(path, f"{value!r} has more than {scale} decimal places")
+        raise JsonFormError(path, f"{brief(value)} has more than {scale} decimal places")
     if len(quantized.as_tuple().digits) > precision:
-        raise JsonFormError(path, f"{value!r} exceeds precision {precision}")
+        raise JsonFormError(path, f"{brief(value)} exceeds precision {precision}")
     return quantized
 
 
 def _instant(value: Any, path: str) -> dt.datetime:
     if isinstance(value, int) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value / 1000, tz=UTC)
+        return _instant_of_ms(value, path)
     if not isinstance(value, str) or not _INSTANT.fullmatch(value):
         raise JsonFormError(
-            path, f"expected an ISO-8601 instant such as 2026-03-31T09:15:00.000Z, got {value!r}"
+            path,
+            f"expected an ISO-8601 instant such as 2026-03-31T09:15:00.000Z, got {brief(value)}",
         )
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise JsonFormError(path, f"{value!r} is not an ISO-8601 instant") from None
+        raise JsonFormError(path, f"{brief(value)} is not an ISO-8601 instant") from None
     if parsed.tzinfo is None:
-        raise JsonFormError(path, f"{value!r} has no time zone (use Z for UTC)")
-    return parsed.astimezone(UTC)
+        raise JsonFormError(path, f"{brief(value)} has no time zone (use Z for UTC)")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise JsonFormError(path, f"{brief(value)} is out of range in UTC") from None
+
+
+# -- limits and raw forms of logical types ------------------------------------------
+
+_INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DAY = dt.date(1970, 1, 1)
+
+
+def brief(value: Any) -> str:
+    """A value for an error message: bounded, whatever its size."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
+def _utf8(value: str, path: str) -> str:
+    """`value`, if it can be written as UTF-8 (JSON allows lone surrogates; Avro does not)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        where = f"{exc.start}" if exc.end - exc.start == 1 else f"{exc.start}-{exc.end - 1}"
+        raise JsonFormError(
+            path, f"is not valid UTF-8 text (a lone surrogate at character {where})"
+        ) from None
+    return value
+
+
+def _instant_of_ms(ms: int, path: str) -> dt.datetime:
+    try:
+        return _EPOCH + dt.timedelta(milliseconds=ms)
+    except OverflowError:
+        raise JsonFormError(path, f"{brief(ms)} ms is out of the range of an instant") from None
+
+
+def _date_of_days(days: int, path: str) -> dt.date:
+    try:
+        return _EPOCH_DAY + dt.timedelta(days=days)
+    except OverflowError:
+        raise JsonFormError(path, f"{brief(days)} days is out of the range of a date") from None
+
+
+def decimal_max_bytes(precision: int) -> int:
+    """The most bytes a two's-complement unscaled value of `precision` digits takes."""
+    largest: int = 10**precision - 1
+    return (largest.bit_length() + 1 + 7) // 8
+
+
+def decimal_of(value: Any, precision: int, scale: int, path: str) -> Decimal:
+    """A decoded decimal (or its raw unscaled bytes) within `precision`; JsonFormError if not."""
+    if isinstance(value, bytes):
+        if len(value) > decimal_max_bytes(precision):
+            raise JsonFormError(
+                path, f"a decimal of {len(value)} bytes exceeds precision {precision}"
+            )
+        value = Decimal(int.from_bytes(value, "big", signed=True)).scaleb(-scale)
+    if not isinstance(value, Decimal):
+        raise JsonFormError(path, f"expected a decimal, got {type(value).__name__}")
+    if not value.is_finite() or (value and value.adjusted() >= precision - scale):
+        raise JsonFormError(path, f"{brief(str(value))} exceeds precision {precision}")
+    return value
+
+
+def _logical_out(schema: Any, path: str) -> Out | None:
+    """The converter of a logical leaf (decimal, date, instant) to the JSON form, taking
+    its raw Avro form too; None for any other schema."""
+    logical = schema.get("logicalType") if isinstance(schema, dict) else None
+    if logical == "decimal":
+        precision, scale = int(schema["precision"]), int(schema.get("scale", 0))
+
+        def decimal(v: Any) -> Any:
+            if v is None:
+                return None
+            return format_decimal(decimal_of(v, precision, scale, path), scale)
+
+        return decimal
+    if logical == "date":
+
+        def date(v: Any) -> Any:
+            if isinstance(v, int) and not isinstance(v, bool):
+                v = _date_of_days(v, path)
+            return _plain_or_none(v)
+
+        return date
+    if logical in ("timestamp-millis", "timestamp-micros"):
+        micros = logical == "timestamp-micros"
+
+        def instant(v: Any) -> Any:
+            if isinstance(v, int) and not isinstance(v, bool):
+                v = _instant_of_ms(v // 1000 if micros else v, path)
+            return _plain_or_none(v)
+
+        return instant
+    return None

@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 
 from pssync.avro.codec import Codec, DecodeError, load_schema_text
 from pssync.avro.contract import ALL_TOPICS, TABLES_BY_TOPIC
-from pssync.avro.jsonform import JsonForm, JsonFormError
+from pssync.avro.jsonform import JsonForm, JsonFormError, brief
 from pssync.connectors.kafka import CORRELATION_HEADER, OutputProducer, admin, client_config
 from pssync.settings import Settings
 
@@ -59,6 +59,10 @@ def parse_line(forms: Forms, line_no: int, text: str) -> tuple[str, Any, Any, li
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LineError(line_no, f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise LineError(line_no, f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise LineError(line_no, "not valid JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise LineError(line_no, "expected an object with topic, key and value")
     unknown = sorted(set(obj) - {"topic", "key", "value", "headers"})
@@ -66,7 +70,7 @@ def parse_line(forms: Forms, line_no: int, text: str) -> tuple[str, Any, Any, li
         raise LineError(line_no, f"{unknown[0]}: unknown field")
     topic = obj.get("topic")
     if topic not in ALL_TOPICS:
-        raise LineError(line_no, f"topic: {topic!r} is not a contract topic")
+        raise LineError(line_no, f"topic: {brief(topic)} is not a contract topic")
     if "value" not in obj:
         raise LineError(line_no, "value: missing (use null for a tombstone)")
     key = obj.get("key")
@@ -82,7 +86,15 @@ def parse_line(forms: Forms, line_no: int, text: str) -> tuple[str, Any, Any, li
     headers = obj.get("headers") or {}
     if not isinstance(headers, dict):
         raise LineError(line_no, "headers: expected an object of name -> string")
-    return topic, avro_key, avro_value, [(str(k), str(v).encode()) for k, v in headers.items()]
+    encoded = []
+    for name, text_value in headers.items():
+        try:
+            encoded.append((str(name.encode().decode()), str(text_value).encode()))
+        except UnicodeEncodeError:
+            raise LineError(
+                line_no, f"headers.{brief(name)}: is not valid UTF-8 text (a lone surrogate)"
+            ) from None
+    return topic, avro_key, avro_value, encoded
 
 
 def produce_lines(

@@ -15,6 +15,7 @@ so whichever holds the entity lets it go: nothing depends on a link being kept.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import functools
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from pssync.streams.rules.common import is_newer, remember
 from pssync.streams.rules.workers import join_key_of_erp
 
 Record = dict[str, Any]
+_EPOCH_DAY = dt.date(1970, 1, 1)
 JoinKey = Callable[[Record], str | None]
 # event time (ms) after which an entity's link may be forgotten, from its after-image
 Expiry = Callable[[Record, int], int | None]
@@ -91,8 +93,9 @@ def month_end_ms(day: str) -> int:
     """The first instant of the month after the ISO date `day`, UTC, in ms (cached: a
     backlog asks for the same few hundred days hundreds of thousands of times)."""
     date = dt.date.fromisoformat(day)
-    first_next = (date.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
-    return int(dt.datetime(first_next.year, first_next.month, 1, tzinfo=dt.UTC).timestamp() * 1000)
+    # in whole days: the month after December 9999 is not a date Python can hold
+    days = (date.replace(day=1) - _EPOCH_DAY).days + calendar.monthrange(date.year, date.month)[1]
+    return days * 86_400_000
 
 
 def time_entry_link_expiry(after: Record, retention_ms: int) -> int | None:

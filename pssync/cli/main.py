@@ -354,7 +354,15 @@ def cmd_produce(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     check_kafka(settings)
     codec = _codec(settings, ALL_TOPICS)
-    handle = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    # bytes that are not UTF-8 reach the line's parser (as lone surrogates), which
+    # rejects that line by number and field; the rest are still sent
+    if args.file == "-":
+        sys.stdin.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    handle = (
+        sys.stdin
+        if args.file == "-"
+        else open(args.file, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+    )
     with handle:
         report = produce_lines(
             settings, codec, handle, on_error=lambda e: print(f"error: {e}", file=sys.stderr)
