@@ -60,6 +60,9 @@ class StackConfig:
     registry_mgmt_port: int = 9001
     cache_dir: Path = Path.home() / ".cache" / "pssync"
     state_dir: Path = Path.home() / ".local" / "state" / "pssync" / "dev"
+    # the registry's schemas in a file under the state dir, so they survive its restart
+    # (PSSYNC_DEV_REGISTRY_PERSIST=1; default: in memory, gone when it stops)
+    registry_persistent: bool = False
 
     @classmethod
     def from_env(cls, **overrides: int | None) -> StackConfig:
@@ -70,7 +73,8 @@ class StackConfig:
         )
         cache = Path(os.environ.get("PSSYNC_CACHE_DIR") or base.cache_dir)
         state = Path(os.environ.get("PSSYNC_DEV_STATE_DIR") or base.state_dir)
-        return cls(kafka, kafka + 1, registry, registry + 920, cache, state)
+        persistent = os.environ.get("PSSYNC_DEV_REGISTRY_PERSIST", "") == "1"
+        return cls(kafka, kafka + 1, registry, registry + 920, cache, state, persistent)
 
     @property
     def bootstrap(self) -> str:
@@ -448,6 +452,11 @@ def start_registry(cfg: StackConfig, javas: list[tuple[int, str]], mvn: str) -> 
             "-Dapicurio.datasource.jdbc.initial-size=2",
             "-Dapicurio.datasource.jdbc.min-size=2",
             "-Dapicurio.datasource.jdbc.max-size=10",
+            *(
+                [f"-Dapicurio.datasource.url=jdbc:h2:file:{svc.dir / 'db' / 'registry'}"]
+                if cfg.registry_persistent
+                else []
+            ),
             "-jar",
             str(jar),
         ]
