@@ -1,6 +1,6 @@
 """The fuzzing's regression corpus, replayed: every input that once found a bug.
 
-Each `tests/fuzz_corpus/*.json` is a case `bench/fuzz.py` made (or its shape, by
+Each `tests/fuzz_corpus/*.json` is a case `bench/fuzz` made (or its shape, by
 hand), with what it found. An ingest case is a record as consumed (base64 key and
 value, the writer schemas its ids name) and the one outcome it must have; a `line`
 case is a `pssync produce` line, sent or rejected with a message naming the field.
@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from bench.fuzz import FuzzRegistry, Runner, make_decoder
+from bench.fuzz.runner import Runner
+from bench.fuzz.wire import FuzzRegistry, make_decoder
 from pssync.connectors.jsonl import Forms, LineError, parse_line
 from pssync.streams.decode import Inbound
 

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.fuzz import (
-    Cases,
+from bench.fuzz.cases import Cases
+from bench.fuzz.wire import (
     FuzzRegistry,
     avro_body,
     frame,
@@ -97,7 +97,7 @@ def test_a_million_digit_decimal_is_refused_before_it_is_converted() -> None:
     hours = unscaled(value["after"]["hours"])
     at = body.index(bytes([len(hours) << 1]) + hours)
     huge = n.to_bytes(n.bit_length() // 8 + 1, "big", signed=True)
-    from bench.fuzz import _varint
+    from bench.fuzz.cases import _varint
 
     body = body[:at] + _varint(len(huge)) + huge + body[at + 1 + len(hours) :]
     schema_id = decoder.codec.schema_id_of(decoder.codec.encode_value(TE, value))

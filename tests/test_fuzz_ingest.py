@@ -1,4 +1,4 @@
-"""The hostile-input fuzzing of `bench/fuzz.py` at CI size, and its two giant values.
+"""The hostile-input fuzzing of `bench/fuzz` at CI size, and its two giant values.
 
 The full run (`python -m bench.fuzz --cases 100000`) is the same code with more
 cases; here a few thousand, seeded, must give zero crashes, hangs and wrong

@@ -1,0 +1,7 @@
+"""`python -m bench.fuzz`."""
+
+import sys
+
+from bench.fuzz import main
+
+sys.exit(main())
