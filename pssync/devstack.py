@@ -85,6 +85,22 @@ class StackConfig:
         return f"http://127.0.0.1:{self.registry_port}/apis/ccompat/v7"
 
 
+# A one-node KRaft broker's settings for internal topics and defaults (the dev stack's,
+# and the secured broker the tests start, `tests/secure_kafka.py`).
+SINGLE_NODE_BROKER = (
+    "num.partitions=1",
+    "default.replication.factor=1",
+    "offsets.topic.replication.factor=1",
+    "offsets.topic.num.partitions=3",
+    "transaction.state.log.replication.factor=1",
+    "transaction.state.log.min.isr=1",
+    "share.coordinator.state.topic.replication.factor=1",
+    "share.coordinator.state.topic.min.isr=1",
+    "group.initial.rebalance.delay.ms=0",
+    "auto.create.topics.enable=false",
+)
+
+
 def say(msg: str) -> None:
     print(f"[dev] {msg}", file=sys.stderr, flush=True)
 
@@ -376,16 +392,7 @@ def start_kafka(cfg: StackConfig, java: str, mvn: str) -> str:
                     "controller.listener.names=CONTROLLER",
                     "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                     f"log.dirs={data}",
-                    "num.partitions=1",
-                    "default.replication.factor=1",
-                    "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=3",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
-                    "group.initial.rebalance.delay.ms=0",
-                    "auto.create.topics.enable=false",
+                    *SINGLE_NODE_BROKER,
                     "",
                 ]
             )

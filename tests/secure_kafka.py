@@ -185,16 +185,7 @@ def start_secure_kafka(folder: Path, timeout_s: float = 120) -> SecureKafka:
                 f"ssl.truststore.location={certs.ca}",
                 "listener.name.sasl_ssl.ssl.client.auth=required",
                 f"log.dirs={data}",
-                "num.partitions=1",
-                "default.replication.factor=1",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=3",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=false",
+                *devstack.SINGLE_NODE_BROKER,
                 "",
             ]
         )
