@@ -16,9 +16,18 @@ from pathlib import Path
 import pytest
 
 from tests import scenarios
-from tests.conftest import SettingsFactory, free_port, launch_worker
-from tests.kafka_helpers import collect, create_topics, produce_cli
-from tests.test_api_e2e import ALICE, TOKENS, call, drained, eventually, open_exceptions
+from tests.conftest import SettingsFactory, launch_worker
+from tests.kafka_helpers import collect, create_topics
+from tests.test_api_e2e import (
+    ALICE,
+    TOKENS,
+    call,
+    drained,
+    eventually,
+    feed_scenario,
+    open_exceptions,
+    own_api,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -26,21 +35,11 @@ pytestmark = pytest.mark.kafka
 def test_an_accepted_action_survives_a_kill_and_applies_once(
     settings_factory: SettingsFactory, tmp_path: Path
 ) -> None:
-    port = free_port()
-    settings = settings_factory(api_tokens=TOKENS).model_copy(
-        update={
-            "web_port": port,
-            "web_host": "127.0.0.1",
-            "advertised_url": f"http://127.0.0.1:{port}",
-            "instance_id": "crash-test",
-        }
-    )
+    settings = own_api(settings_factory(api_tokens=TOKENS), instance_id="crash-test")
     create_topics(settings)
     worker = launch_worker(settings, tmp_path / "worker-1.log")
     try:
-        for phase in (scenarios.reference_and_erp(), scenarios.psa_and_hr()):
-            produce_cli(settings, phase, tmp_path)
-            drained(settings)
+        feed_scenario(settings, tmp_path)
         expected = set(scenarios.EXPECTED_EXCEPTIONS)
         eventually("the queue", lambda: open_exceptions(worker).keys() == expected)
         queue = open_exceptions(worker)

@@ -84,6 +84,25 @@ def drained(settings: Settings) -> None:
     wait_drained(settings, topics + internal)
 
 
+def own_api(settings: Settings, **update: Any) -> Settings:
+    """`settings` for a worker of its own: a free port on loopback, advertised there (the
+    URL the other workers forward to)."""
+    port = free_port()
+    local = {
+        "web_port": port,
+        "web_host": "127.0.0.1",
+        "advertised_url": f"http://127.0.0.1:{port}",
+    }
+    return settings.model_copy(update=local | update)
+
+
+def feed_scenario(settings: Settings, tmp: Path) -> None:
+    """The scenario firm in its two phases, each processed before the next is sent."""
+    for phase in (scenarios.reference_and_erp(), scenarios.psa_and_hr()):
+        produce_cli(settings, phase, tmp)
+        drained(settings)
+
+
 @pytest.fixture
 def two_workers(
     settings_factory: SettingsFactory, tmp_path: Path
@@ -93,16 +112,7 @@ def two_workers(
     handles: list[WorkerHandle] = []
     try:
         for name in ("a", "b"):
-            port = free_port()
-            settings = base.model_copy(
-                update={
-                    "web_port": port,
-                    "web_host": "127.0.0.1",
-                    "advertised_url": f"http://127.0.0.1:{port}",
-                    "instance_id": f"api-e2e-{name}",
-                    "data_dir": base.data_dir / name,
-                }
-            )
+            settings = own_api(base, instance_id=f"api-e2e-{name}", data_dir=base.data_dir / name)
             handles.append(launch_worker(settings, tmp_path / f"worker-{name}.log"))
         for worker in handles:  # both own partitions before any input arrives
             eventually(
@@ -128,9 +138,7 @@ def test_two_workers_serve_the_firm(
 ) -> None:
     a, b = two_workers
     settings = a.settings
-    for phase in (scenarios.reference_and_erp(), scenarios.psa_and_hr()):
-        produce_cli(settings, phase, tmp_path)
-        drained(settings)
+    feed_scenario(settings, tmp_path)
 
     # -- the queue: each worker answers for every partition ----------------------
     expected = set(scenarios.EXPECTED_EXCEPTIONS)

@@ -19,9 +19,17 @@ from pathlib import Path
 import pytest
 
 from tests import scenarios
-from tests.conftest import SettingsFactory, free_port, launch_worker
-from tests.kafka_helpers import create_topics, produce_cli
-from tests.test_api_e2e import ALICE, DASH, TOKENS, drained, eventually, open_exceptions
+from tests.conftest import SettingsFactory, launch_worker
+from tests.kafka_helpers import create_topics
+from tests.test_api_e2e import (
+    ALICE,
+    DASH,
+    TOKENS,
+    eventually,
+    feed_scenario,
+    open_exceptions,
+    own_api,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -29,21 +37,12 @@ pytestmark = pytest.mark.kafka
 def test_the_cli_works_the_queue_of_a_real_worker(
     settings_factory: SettingsFactory, tmp_path: Path
 ) -> None:
-    port = free_port()
-    settings = settings_factory(api_tokens=TOKENS).model_copy(
-        update={
-            "web_port": port,
-            "web_host": "127.0.0.1",
-            "advertised_url": f"http://127.0.0.1:{port}",
-        }
-    )
+    settings = own_api(settings_factory(api_tokens=TOKENS))
     create_topics(settings)
     worker = launch_worker(settings, tmp_path / "worker.log")
     try:
         eventually("ready", lambda: worker.get("/ready")[0] == 200)
-        for phase in (scenarios.reference_and_erp(), scenarios.psa_and_hr()):
-            produce_cli(settings, phase, tmp_path)
-            drained(settings)
+        feed_scenario(settings, tmp_path)
         expected = set(scenarios.EXPECTED_EXCEPTIONS)
         eventually("the queue", lambda: set(open_exceptions(worker)) == expected)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PSSYNC_")}

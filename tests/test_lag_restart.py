@@ -22,7 +22,7 @@ from pssync.settings import Settings
 from tests import scenarios
 from tests.conftest import SettingsFactory, free_port, launch_worker
 from tests.kafka_helpers import create_topics, produce_cli, scrape
-from tests.test_api_e2e import drained, eventually
+from tests.test_api_e2e import drained, eventually, feed_scenario
 
 pytestmark = pytest.mark.kafka
 
@@ -61,9 +61,7 @@ def test_a_restarted_worker_reports_no_lag_for_what_was_processed(
     create_topics(settings)
     worker = launch_worker(settings, tmp_path / "worker-1.log")
     try:
-        for phase in (scenarios.reference_and_erp(), scenarios.psa_and_hr()):
-            produce_cli(settings, phase, tmp_path)
-            drained(settings)
+        feed_scenario(settings, tmp_path)
         eventually("lag reported", lambda: lags(worker.url))
         eventually("no lag", lambda: len(lags(worker.url)) >= 12)
     finally:
