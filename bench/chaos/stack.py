@@ -73,8 +73,9 @@ class ChaosStack:
         return self.cfg.registry_url
 
     def up(self) -> None:
-        ports = (self.cfg.kafka_port, self.cfg.registry_port, self.connect.connect_port)
-        for port in (*ports, self.connect.postgres_port):
+        cfg = self.cfg
+        ports = (cfg.kafka_port, cfg.controller_port, cfg.registry_port, cfg.registry_mgmt_port)
+        for port in (*ports, self.connect.connect_port, self.connect.postgres_port):
             if devstack.port_open(port):  # never reuse what answers there: it is not ours
                 raise devstack.DevStackError(f"port {port} is taken: another chaos run?")
         started = time.monotonic()
