@@ -18,6 +18,13 @@ Record = dict[str, Any]
 # Event time of every snapshot read (op "r"): the state before any streamed change.
 SNAPSHOT_POINT = 0
 
+# The range of an instant (as the contract's timestamp-millis fields and Python's datetime
+# hold it): 0001-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z, in ms since the epoch.
+# A source commit time (`source.ts_ms`, a plain long) outside it is no time at all: taken
+# as event time, it would move stream time (and every timer) out to that absurd instant.
+MIN_INSTANT_MS = -62_135_596_800_000
+MAX_INSTANT_MS = 253_402_300_799_999
+
 
 class ValidationError(ValueError):
     """A decodable record that breaks the contract (bad enum, op, or shape)."""
@@ -171,13 +178,19 @@ def to_change(
         _check_image(topic, before, "before")
     source = value.get("source") or {}
     snapshot = str(source.get("snapshot") or "false")
+    ts_ms = source.get("ts_ms")
+    if ts_ms is not None and not MIN_INSTANT_MS <= ts_ms <= MAX_INSTANT_MS:
+        raise ValidationError(
+            f"source.ts_ms: {ts_ms} ms is out of the range of an instant "
+            "(0001-01-01 to 9999-12-31 UTC)"
+        )
     ref = SourceRef(
         topic=topic,
         partition=partition,
         offset=offset,
         key=entity_key(topic, key),
         lsn=source.get("lsn"),
-        ts_ms=source.get("ts_ms"),
+        ts_ms=ts_ms,
     )
     return Change(
         topic=topic,

@@ -20,7 +20,8 @@ input gives the same decisions and IDs however it was read, unless a record
 arrives after `A` passed it (counted as late; see `streams.alignment`). Cost: in
 steady state a change waits until every active source has moved past it or gone
 idle, at most about `PSSYNC_SOURCE_IDLE_S` plus a batch; a batch applies at most
-`max_release` changes, so a released backlog is worked off over several batches.
+`max_release` changes and fires at most `max_timers` timers, so a released backlog
+(or a jump of stream time) is worked off over several batches, in the same order.
 
 What happened comes back as a `FlowResult` value (emits, failures, duplicates,
 counts); nothing is left on `self` for the caller to read.
@@ -32,7 +33,9 @@ the partition's stream clock as `now`: the latest source commit time (for a
 snapshot read, its read time) or due time among what was applied, never
 going back. Timers count on it; a replay fires the same timers at the same
 stream times, and a finding a timer opens takes its ID from the entity and the
-due time. Records are stamped with the stream clock (`Trigger.at_ms`).
+due time. Records are stamped with the stream clock (`Trigger.at_ms`). A deadline
+is always after the stream time it was set at (`settle` refuses one that is not: it
+would fire again at once, for ever), so a timer that re-arms moves strictly forward.
 
 Dependents: an entity that reads a reference (a cost center, a period, a
 project, a worker) is indexed under `dep/<reference>/<entity>`; a change of the
@@ -84,6 +87,9 @@ class FlowConfig:
     # changes applied per batch at most (what is left is applied by the next batch):
     # bounds a batch's memory when a backlog is released at once
     max_release: int = 20_000
+    # timers fired per batch at most (the next batch goes on from the next one, in the
+    # same order): bounds a batch when stream time jumps far and many timers come due
+    max_timers: int = 20_000
 
 
 @dataclass(slots=True)
@@ -118,6 +124,10 @@ class FlowResult:
     aligned_ms: int | None = None
     stream_ms: int | None = None
     holding: list[str] = field(default_factory=list)  # sources holding the aligned time
+
+
+class DeadlineError(RuntimeError):
+    """A rule asked for a deadline that is not after the stream time it evaluated at."""
 
 
 def deadline_key(due_ms: int, key: str) -> str:
@@ -207,17 +217,22 @@ class KeyedFlow:
         heap = [(slot_time(k), k.split("/", 2)[2]) for k in view.keys_between("dl/", f"dl/{end}")]
         heapq.heapify(heap)
         self._heap, self._horizon = heap, horizon
-        i = 0
+        i = fired = 0
         try:
             while i < len(ready) or heap:
                 at = slot_time(ready[i][0]) if i < len(ready) else None
                 if at is None and stop is not None and heap and heap[0][0] >= stop - 1:
                     break  # changes at the same time may be left: the next batch goes on
                 if heap and (at is None or heap[0][0] < at):
+                    if fired >= self.config.max_timers:
+                        # every change before this timer was applied, none after it: the
+                        # next batch goes on from here (its deadline key is still there)
+                        break
                     due, key = heapq.heappop(heap)
                     if view.get(deadline_key(due, key)) is None:
                         continue  # moved, or already fired
                     view.delete(deadline_key(due, key))
+                    fired += 1
                     self._fire(view, key, due, clock, result)
                     continue
                 slot, entry = ready[i]
@@ -363,6 +378,10 @@ class KeyedFlow:
         else:
             purge_at = None
         due = evaluation.deadline_ms
+        if due is not None and due <= now_ms:
+            # a timer due at or before now would fire again at once, for ever (a rule bug):
+            # refused, so the change or timer is dead-lettered instead of spinning
+            raise DeadlineError(f"{key}: deadline {due} is not after stream time {now_ms}")
         if purge_at is not None:
             due = purge_at if due is None else min(due, purge_at)
         self.set_deadline(view, key, state, due)

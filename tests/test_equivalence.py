@@ -110,12 +110,19 @@ def outcome(pipeline: OfflinePipeline) -> dict[str, Any]:
 
 
 def run(
-    changes: Sequence[Change], batches: Iterator[Any], path: Path, every: int = 1, cap: int = 0
+    changes: Sequence[Change],
+    batches: Iterator[Any],
+    path: Path,
+    every: int = 1,
+    cap: int = 0,
+    timer_cap: int = 0,
 ) -> Any:
     """A trickle is produced as it is read; any other schedule reads a backlog. `cap`
-    limits the changes a keyed batch applies (the rest wait for the next batch)."""
+    limits the changes a keyed batch applies, `timer_cap` the timers it fires (the rest
+    wait for the next batch)."""
     produced = "just-in-time" if every == 1 else "upfront"
     config = replace(CONFIG, max_release=cap) if cap else CONFIG
+    config = replace(config, max_timers=timer_cap) if timer_cap else config
     pipeline = OfflinePipeline(path, config, partitions=3, source_partitions=SOURCE_PARTITIONS)
     try:
         pipeline.run(batches, deliver_every=every, produced=produced)
@@ -150,7 +157,14 @@ def test_a_trickle_matches_the_simulators_truth(
 
 
 @pytest.mark.parametrize(
-    "schedule", ["topic-by-topic", "shuffled-1", "shuffled-2", "topic-by-topic-capped"]
+    "schedule",
+    [
+        "topic-by-topic",
+        "shuffled-1",
+        "shuffled-2",
+        "topic-by-topic-capped",
+        "topic-by-topic-timers-capped",
+    ],
 )
 def test_any_reading_order_and_batching_gives_the_same_outputs(
     the_firm: tuple[list[Change], list[dict[str, Any]]], tmp_path: Path, schedule: str
@@ -158,8 +172,11 @@ def test_any_reading_order_and_batching_gives_the_same_outputs(
     changes, truth = the_firm
     expected, _, _ = run(changes, trickle(changes), tmp_path / "trickle")
     if schedule.startswith("topic-by-topic"):
-        cap = 37 if schedule.endswith("capped") else 0
-        got, outputs, counters = run(changes, topic_by_topic(changes), tmp_path / schedule, 5, cap)
+        cap = 37 if schedule == "topic-by-topic-capped" else 0
+        timer_cap = 3 if schedule == "topic-by-topic-timers-capped" else 0
+        got, outputs, counters = run(
+            changes, topic_by_topic(changes), tmp_path / schedule, 5, cap, timer_cap
+        )
     else:
         seed = int(schedule.rsplit("-", 1)[1])
         got, outputs, counters = run(changes, shuffled(changes, seed), tmp_path / schedule, 3)

@@ -4,6 +4,7 @@ hypothesis properties over `pssync produce` lines and the real CLI on a bad file
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.fuzz.cases import Cases
+from bench.fuzz.runner import Runner
 from bench.fuzz.wire import (
     FuzzRegistry,
     avro_body,
@@ -28,8 +30,12 @@ from bench.fuzz.wire import (
 from pssync.avro.codec import DecodeError
 from pssync.avro.jsonform import JsonForm, JsonFormError, format_instant
 from pssync.connectors.jsonl import Forms, LineError, parse_line
+from pssync.streams.changes import MAX_INSTANT_MS, MIN_INSTANT_MS
 from pssync.streams.decode import Decoded, Decoder, Inbound
+from pssync.streams.flow import DeadlineError
 from pssync.streams.routing import month_end_ms
+from pssync.streams.rules import projects
+from pssync.streams.rules.common import Evaluation, Timing
 from tests.conftest import SettingsFactory
 from tests.test_cli import cli_env, create_topics, pssync
 
@@ -173,6 +179,179 @@ def test_raw_dates_and_instants_out_of_range_are_refused_by_field() -> None:
         form.to_json({"d": 2**31 - 1, "t": None})
     with pytest.raises(JsonFormError, match=r"^t: .* ms is out of the range of an instant"):
         form.to_json({"d": 0, "t": 2**62})
+
+
+@pytest.mark.parametrize(
+    "ts_ms",
+    [9_223_372_019_674_906_623, MAX_INSTANT_MS + 1, MIN_INSTANT_MS - 1, -(2**63)],
+)
+def test_a_source_time_no_instant_can_have_is_a_dead_letter(ts_ms: int) -> None:
+    """Was: taken as event time. A length bomb in a cdc.erp.project record (seed 2026,
+    case 4881) decoded with source.ts_ms = 9223372019674906623: that source's watermark
+    moved the keyed flows' aligned time some 292 million years out, and every timer came
+    due (which, with the SOW timer below, spun for ever)."""
+    decoder = make_decoder()
+    cases = Cases(decoder, seed=1)
+    topic = "cdc.erp.project"
+    records = []
+    for offset, ts in enumerate((ts_ms, MAX_INSTANT_MS, MIN_INSTANT_MS), 1):
+        key, value = cases.values.record(topic, upsert=True)
+        value["source"]["ts_ms"] = ts
+        codec = decoder.codec
+        records.append(
+            Inbound(
+                topic, 0, offset, codec.encode_key(topic, key), codec.encode_value(topic, value)
+            )
+        )
+
+    decoded = decode(decoder, *records)
+
+    (letter,) = decoded.dead
+    assert letter.value is not None
+    assert (letter.value["offset"], letter.value["stage"]) == (1, "validate")
+    assert letter.value["error_message"] == (
+        f"source.ts_ms: {ts_ms} ms is out of the range of an instant (0001-01-01 to 9999-12-31 UTC)"
+    )
+    # the first and the last instant there are still pass
+    assert [c.source.ts_ms for c in decoded.changes] == [MAX_INSTANT_MS, MIN_INSTANT_MS]
+
+
+# -- keyed flows -------------------------------------------------------------------------------
+
+SOW = "cdc.crm.sow"
+DAY_MS = 86_400_000
+SIGNED_MS = 1_767_225_600_000  # 2026-01-01
+
+
+def _flow_runner(tmp_path: Path) -> Runner:
+    # the fuzz run's pipeline, with its time bound per case
+    return Runner(tmp_path, seed=1, case_timeout_s=5.0)
+
+
+def _ingest(runner: Runner, topic: str, ts_ms: int, **after: Any) -> None:
+    """One streamed upsert of `topic` at source time `ts_ms`, decoded and routed."""
+    key, value = runner.cases.values.record(topic, upsert=True)
+    value.update(op="c", before=None)
+    value["after"].update(after)
+    value["source"].update(ts_ms=ts_ms, snapshot="false")
+    key = {name: value["after"][name] for name in key}
+    codec = runner.decoder.codec
+    record = Inbound(topic, 0, 1, codec.encode_key(topic, key), codec.encode_value(topic, value))
+    (change,) = decode(runner.decoder, record).changes
+    runner.pipeline.ingest((topic, 0), [change])
+
+
+def _run_out(runner: Runner) -> None:
+    """Deliver, and let stream time run on until every timer due has fired, within the
+    runner's time bound for a case (a spin raises `Hang`)."""
+
+    def go() -> None:
+        runner.deliver()
+        runner.pipeline.finish(3_600_000)
+
+    runner._bounded(go)
+    runner.deliver()
+
+
+def _findings(runner: Runner, rule: str) -> list[dict[str, Any]]:
+    return [e.value for e in runner.pipeline.emits if e.value and e.value.get("rule") == rule]
+
+
+def test_a_signed_sow_without_signed_at_alerts_once_however_far_stream_time_jumps(
+    tmp_path: Path,
+) -> None:
+    """Was: a hang (seed 2026, at case 4902, in `KeyedFlow._release`). A SIGNED SOW with no
+    signed_at and no project counted its setup SLA from each evaluation's `now`: every
+    fire re-armed its timer one SLA (a day) later, so it never came due and walked, a day
+    per fire, to the aligned time. With the aligned time at 9223372019674906623 (the
+    record above) SOW G-6 was firing at 13371222117403 (year 2393), a day at a time,
+    still 10^11 fires away. Now the SLA runs once, from arrival: one alert, a day on."""
+    runner = _flow_runner(tmp_path)
+    try:
+        sow_id = "S-1"
+        _ingest(runner, SOW, SIGNED_MS, sow_id=sow_id, status="SIGNED", signed_at=None)
+        # the latest instant a source time can be: stream time jumps there at once
+        _ingest(runner, "cdc.erp.project", MAX_INSTANT_MS)
+        _run_out(runner)
+
+        alerts = _findings(runner, "SOW_SIGNED_WITHOUT_PROJECT")
+        assert [(a["entity_id"], a["state"]) for a in alerts] == [(sow_id, "OPEN")]
+        assert alerts[0]["detected_at"] == "2026-01-02T00:00:00.000Z"  # the SLA after arrival
+        assert not runner.out.flow_failures
+    finally:
+        runner.close()
+
+
+def test_a_sow_without_signed_at_counts_its_sla_from_arrival_not_from_now() -> None:
+    sow = {"sow_id": "S-1", "status": "SIGNED", "signed_at": None}
+    state = projects.new_sow_state("S-1")
+
+    def at(now_ms: int) -> Evaluation:
+        return projects.evaluate_sow(state, sow, Timing(now_ms, 0, 0, DAY_MS))
+
+    assert at(SIGNED_MS).deadline_ms == SIGNED_MS + DAY_MS
+    assert at(SIGNED_MS + DAY_MS - 1).deadline_ms == SIGNED_MS + DAY_MS  # not re-armed
+    late = at(SIGNED_MS + DAY_MS)
+    assert [f.rule for f in late.findings] == ["SOW_SIGNED_WITHOUT_PROJECT"]
+    assert late.deadline_ms is None
+
+
+def test_a_deadline_not_after_now_is_a_dead_letter_not_a_spin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rule that asks for a timer at (or before) the time it evaluates at would fire
+    again at once, for ever: the keyed flow refuses it (the change or timer is
+    dead-lettered, and the partition goes on)."""
+
+    def now_again(state: Any, sow: Any, timing: Timing) -> Evaluation:
+        return Evaluation(deadline_ms=timing.now_ms)
+
+    monkeypatch.setattr(projects, "evaluate_sow", now_again)
+    runner = _flow_runner(tmp_path)
+    try:
+        _ingest(runner, SOW, SIGNED_MS, status="SIGNED")
+        _run_out(runner)
+
+        ((what, n),) = runner.out.flow_failures.items()
+        assert n == 1
+        assert what.startswith(f"{DeadlineError.__name__}: s/")
+        assert what.endswith(f"deadline {SIGNED_MS} is not after stream time {SIGNED_MS}")
+    finally:
+        runner.close()
+
+
+def _sows_and_a_jump(tmp_path: Path, max_timers: int) -> tuple[list[Any], int]:
+    """Five unreferenced signed SOWs, then stream time ten days on: their outputs, and
+    the most timers one batch fired."""
+    runner = _flow_runner(tmp_path)
+    try:
+        pipeline = runner.pipeline
+        for flow in pipeline.flows.values():
+            flow.config = dataclasses.replace(flow.config, max_timers=max_timers)
+        for i in range(5):
+            _ingest(runner, SOW, SIGNED_MS + i, sow_id=f"S-{i}", status="SIGNED", signed_at=None)
+        _ingest(runner, "cdc.erp.project", SIGNED_MS + 10 * DAY_MS)
+        runner._bounded(lambda: pipeline.finish(3_600_000))
+        results = pipeline.counters.results
+        assert not [f for r in results for f in r.failures]
+        return [(e.topic, e.key, e.value) for e in pipeline.emits], max(r.timers for r in results)
+    finally:
+        runner.close()
+
+
+def test_timers_fire_at_most_max_timers_per_batch_and_go_on_in_the_next(
+    tmp_path: Path,
+) -> None:
+    """The release loop's safety net: a batch fires at most `max_timers` timers, the way
+    it applies at most `max_release` changes; the next batch goes on, in the same order,
+    so the outputs are the same."""
+    unbounded, most = _sows_and_a_jump(tmp_path / "unbounded", 20_000)
+    bounded, most_bounded = _sows_and_a_jump(tmp_path / "bounded", 2)
+
+    assert (most, most_bounded) == (5, 2)
+    alerts = [v for _, _, v in bounded if v and v.get("rule") == "SOW_SIGNED_WITHOUT_PROJECT"]
+    assert [a["entity_id"] for a in alerts] == [f"S-{i}" for i in range(5)]
+    assert bounded == unbounded
 
 
 # -- routing -----------------------------------------------------------------------------------

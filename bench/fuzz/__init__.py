@@ -53,9 +53,7 @@ def run(cases: int, seed: int, produce_share: float, huge: int, case_timeout_s: 
                 runner.run_ingest(runner.cases.ingest())
             if i % 10_000 == 9_999:
                 print(f"  {i + 1} cases, {len(runner.out.crashes)} crashes", flush=True)
-        runner.deliver()
-        runner.pipeline.finish(3_600_000)
-        runner.deliver()
+        runner.finish(3_600_000)
         return runner.out
     finally:
         runner.close()

@@ -24,8 +24,10 @@ from pssync.streams.offline import OfflinePipeline
 # -- running cases ----------------------------------------------------------------------------
 
 
-class Hang(Exception):
-    """A case ran past its time bound."""
+class Hang(BaseException):
+    """A case ran past its time bound. Not an `Exception`: the keyed flows dead-letter a
+    change or timer whose processing raises one and carry on, which would swallow the
+    bound of a case that spins in their release loop."""
 
 
 @dataclass(slots=True)
@@ -75,12 +77,14 @@ class Runner:
         self.pipeline.close()
 
     # time bound: a SIGALRM interrupts a case that runs too long (main thread only)
-    def _bounded(self, fn: Callable[[], Any]) -> Any:
+    def _bounded(self, fn: Callable[[], Any], seconds: float | None = None) -> Any:
+        bound = self.case_timeout_s if seconds is None else seconds
+
         def expired(signum: int, frame: FrameType | None) -> None:
-            raise Hang(f"over {self.case_timeout_s}s")
+            raise Hang(f"over {bound}s")
 
         previous = signal.signal(signal.SIGALRM, expired)
-        signal.setitimer(signal.ITIMER_REAL, self.case_timeout_s)
+        signal.setitimer(signal.ITIMER_REAL, bound)
         try:
             return fn()
         finally:
@@ -105,10 +109,38 @@ class Runner:
                 (case.kind, case.to_json() if len(case.value or b"") < 4096 else str(exc))
             )
             self.out.by_kind[(case.kind, "hang")] += 1
+            self.drop_batch()
         except Exception as exc:
             self.out.crashes.append((case.kind, f"{type(exc).__name__}: {exc}"[:500], _small(case)))
             self.out.by_kind[(case.kind, "crash")] += 1
         self.out.note_time(time.perf_counter() - started, case.kind, json.dumps(_small(case))[:300])
+
+    def drop_batch(self) -> None:
+        """After a hang in the keyed flows: drop the batch that hung (the partition that
+        hung committed none of it) and what the flows keep in memory, so that the run goes
+        on from the last committed state rather than hanging on that batch at every case.
+        (A hang there is reported at the case whose batch was delivered, not necessarily
+        the one that caused it: the cases of a batch are the 25 before it.)"""
+        self.pipeline.inbox.clear()
+        self.pending = 0
+        for flow in self.pipeline.flows.values():
+            for partition in range(self.pipeline.partitions):
+                flow.forget(partition)
+
+    def finish(self, idle_for_ms: int) -> None:
+        """The end of a run: what is pending is delivered, and stream time runs on until
+        every timer due has fired, bounded in time (that of a run's worth of cases)."""
+
+        def run_out() -> None:
+            self.deliver()
+            self.pipeline.finish(idle_for_ms)
+
+        try:
+            self._bounded(run_out, 60 * self.case_timeout_s)
+        except Hang as exc:
+            self.out.hangs.append(("finish", str(exc)))
+            self.drop_batch()
+        self.deliver()
 
     def _inbound(self, case: Case) -> Inbound:
         self.offset += 1
@@ -164,12 +196,13 @@ class Runner:
             self.deliver()
 
     def deliver(self) -> None:
-        before = len(self.pipeline.counters.results)
+        """Deliver what is pending; count what every batch since the last count did
+        (those of `pipeline.finish` too)."""
         self.pipeline.wall_ms += 1_000
         self.pipeline.idle_except(())
         self.pipeline.deliver()
         self.pending = 0
-        for result in self.pipeline.counters.results[before:]:
+        for result in self.pipeline.counters.results:
             self.out.emits += len(result.emits)
             for failure in result.failures:
                 self.out.flow_failures[

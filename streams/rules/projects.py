@@ -12,7 +12,8 @@ Pure. Rules (shared/domain.md):
   the reverse), currency or legal_entity: alert, and UPDATE_PROJECT for the
   status, which the PSA owns (currency and legal entity are the CRM's).
 - SOW_SIGNED_WITHOUT_PROJECT: a SIGNED SOW with no PSA project referencing it
-  after the project-setup SLA (from signed_at): alert (WARNING).
+  after the project-setup SLA (from signed_at; a SOW without signed_at, from the stream
+  time it was first seen signed and unreferenced): alert (WARNING).
 """
 
 from __future__ import annotations
@@ -226,13 +227,21 @@ def evaluate_sow(state: Record, sow: Record | None, timing: Timing) -> Evaluatio
     parking = Parking(state, out, timing)
     if sow is not None and sow["status"] == "SIGNED" and not any(state["refs"].values()):
         signed = sow.get("signed_at")
-        signed_ms = (
-            int(dt.datetime.fromisoformat(signed.replace("Z", "+00:00")).timestamp() * 1000)
-            if signed
-            else timing.now_ms
-        )
-        due = signed_ms + timing.project_setup_sla_ms
-        if timing.now_ms >= due:
+        sla = timing.project_setup_sla_ms
+        if signed:
+            signed_ms = int(
+                dt.datetime.fromisoformat(signed.replace("Z", "+00:00")).timestamp() * 1000
+            )
+            late = timing.now_ms >= signed_ms + sla
+            if not late:
+                out.due(signed_ms + sla)
+        else:
+            # no signature time: the SLA runs from arrival, i.e. from the first evaluation
+            # that saw the SOW signed without a project (kept in state, so it starts once;
+            # counting it from each evaluation's `now` re-armed the timer a full SLA on at
+            # every fire: it never came due, and walked to any stream time a day at a time)
+            late = parking.timer("setup_sla", sla)
+        if late:
             out.findings.append(
                 Finding(
                     kind="alert",
@@ -245,8 +254,6 @@ def evaluate_sow(state: Record, sow: Record | None, timing: Timing) -> Evaluatio
                     "project-setup SLA: set up the project (or cancel the SOW) in the PSA.",
                 )
             )
-        else:
-            out.due(due)
     parking.done()
     return out
 
