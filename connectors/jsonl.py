@@ -153,6 +153,9 @@ def consume_records(
                 "group.id": f"pssync-consume-{uuid.uuid4()}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest" if from_beginning else "latest",
+                # what downstream consumers see: not what an aborted transaction held
+                # (exactly_once; the same records otherwise)
+                "isolation.level": "read_committed",
             },
         )
     )

@@ -17,7 +17,7 @@ import logging
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,6 +222,16 @@ def partition_count(settings: Settings, topic: str) -> int | None:
     return len(meta.partitions)
 
 
+def group_metadata(settings: Settings) -> Any:
+    """The consumer group's metadata that `send_offsets_to_transaction` asks for: the group
+    id only, from a consumer that never joins (the broker then checks no generation)."""
+    consumer = Consumer(client_config(settings, **{"group.id": settings.group_id}))
+    try:
+        return consumer.consumer_group_metadata()
+    finally:
+        consumer.close()
+
+
 class OutputProducer:
     """Encodes `Emit`s through the codec and sends them; tracks delivery."""
 
@@ -301,6 +311,34 @@ class OutputProducer:
     def poll(self) -> None:
         self._producer.poll(0)
 
+    # -- transactions (exactly_once; `streams.commit.Emitter.batch` drives them) -----------
+    def init_transactions(self, timeout_s: float = 60.0) -> None:
+        """Register the transactional.id: fences an older producer with the same id and
+        aborts the transaction it left open (a crashed worker's last batch)."""
+        self._producer.init_transactions(timeout_s)
+
+    def begin_transaction(self) -> None:
+        self._producer.begin_transaction()
+
+    def commit_transaction(
+        self,
+        offsets: Mapping[tuple[str, int], int],
+        group_metadata: Any,
+        timeout_s: float = 60.0,
+    ) -> None:
+        """Flush (a delivery error raises before anything commits), add the input offsets
+        to the transaction, and commit it: outputs, changelogs and offsets, or none."""
+        self.flush(timeout_s)
+        if offsets:
+            positions = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
+            self._producer.send_offsets_to_transaction(positions, group_metadata, timeout_s)
+        self._producer.commit_transaction(timeout_s)
+
+    def abort_transaction(self, timeout_s: float = 60.0) -> None:
+        """Drop what the open transaction sent (read_committed consumers never see it)."""
+        self.errors.clear()
+        self._producer.abort_transaction(timeout_s)
+
     def flush(self, timeout_s: float = 60.0) -> None:
         """Block until every record is acknowledged; raise on any delivery error."""
         remaining = self._producer.flush(timeout_s)
@@ -341,7 +379,15 @@ def read_partition(
     """
     consumer = Consumer(
         client_config(
-            settings, **{"group.id": f"{settings.app_id}-restore", **RESTORE_CONSUMER_CONFIG}
+            settings,
+            **{
+                "group.id": f"{settings.app_id}-restore",
+                **RESTORE_CONSUMER_CONFIG,
+                # exactly_once: what an aborted batch wrote to a changelog is not state
+                "isolation.level": "read_committed"
+                if settings.exactly_once
+                else "read_uncommitted",
+            },
         )
     )
     try:

@@ -26,7 +26,7 @@ from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 import pssync.api
-from pssync import faust_fastpath
+from pssync import faust_eos, faust_fastpath
 from pssync.api.forward import PEERS_TOPIC
 from pssync.avro.codec import Codec, load_schema_text
 from pssync.avro.contract import ALL_TOPICS
@@ -38,6 +38,7 @@ from pssync.connectors.kafka import (
     connect,
     contract_topic_specs,
     ensure_topics,
+    group_metadata,
 )
 from pssync.security import faust_credentials
 from pssync.settings import Settings
@@ -222,7 +223,16 @@ def create_app(
         broker_heartbeat_interval=min(3.0, session_s / 3),
         broker_request_timeout=max(90.0, session_s + 30),  # Faust: at least the session
     )
-    rt = Runtime(settings, codec, OutputProducer(settings, codec))
+    if settings.exactly_once:  # batches are transactions (streams.commit)
+        faust_eos.install(app)
+        producer = OutputProducer(
+            settings, codec, **{"transactional.id": settings.transactional_id}
+        )
+    else:
+        producer = OutputProducer(settings, codec)
+    rt = Runtime(settings, codec, producer)
+    if settings.exactly_once:
+        rt.emitter.start_transactions(group_metadata(settings))
     if partitions is None:
         partitions = {
             name: len(meta.partitions)
@@ -253,7 +263,7 @@ def create_app(
         gone = [(tp.topic, tp.partition) for tp in revoked]
         rt.forget_partitions(gone)
         ingest = [(settings.logical(t), p) for t, p in gone]
-        report_sources(rt, rt.sources.revoke(ingest, wall_ms()))
+        await report_sources(rt, rt.sources.revoke(ingest, wall_ms()))
         for topic, p in gone:
             flow = rt.flows.get(topic)
             if flow is not None:
@@ -295,7 +305,7 @@ def create_app(
         plan = rt.probe_plan()
         answer = await asyncio.get_running_loop().run_in_executor(None, rt.probe, plan)
         rt.apply_probe(answer)
-        report_sources(rt, rt.sources.due(wall_ms()))
+        await report_sources(rt, rt.sources.due(wall_ms()))
 
     @app.page("/stats")
     async def stats(self: View, request: Request) -> Response:

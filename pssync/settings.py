@@ -180,6 +180,12 @@ class Settings(BaseModel):
     api_burst: int = Field(200, ge=1)
     # the largest request body the API reads
     api_max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # what a crash can cost (streams/commit.py, README "Processing guarantee"):
+    # at_least_once: a batch's outputs are flushed before its offsets are committed, so a
+    #   crash replays at most one batch, whose records carry the same deterministic ids;
+    # exactly_once: each batch's outputs, changelogs and input offsets commit in one Kafka
+    #   transaction (consumers of the outputs must read with isolation.level=read_committed)
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     # -- connecting to a secured Kafka and registry (pssync.security applies them to
@@ -258,6 +264,18 @@ class Settings(BaseModel):
         if self.instance_id == "none":
             return None
         return self.instance_id or default_instance_id(self.web_port)
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly_once"
+
+    @property
+    def transactional_id(self) -> str:
+        """The output producer's transactional.id (exactly_once): stable across restarts of
+        one worker, so a restarted worker fences its previous incarnation and aborts the
+        transaction that incarnation left open."""
+        member = self.group_instance_id or default_instance_id(self.web_port)
+        return f"{self.group_id}-{member}"
 
     @property
     def canonical_url(self) -> str:

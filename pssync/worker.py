@@ -152,13 +152,15 @@ def run_worker(settings: Settings) -> NoReturn:
     age = process_age_s()
     log.info(
         "preparing (process started %ss ago): kafka=%s registry=%s app_id=%s prefix=%r "
-        "instance_id=%s",
+        "instance_id=%s guarantee=%s",
         "?" if age is None else f"{age:.2f}",
         settings.kafka_bootstrap,
         settings.schema_registry_url,
         settings.app_id,
         settings.topic_prefix,
         settings.group_instance_id or "none (dynamic membership)",
+        settings.processing_guarantee
+        + (f" (transactional.id {settings.transactional_id})" if settings.exactly_once else ""),
     )
     check_port(settings)
     codec, partitions = prepare_worker(settings)

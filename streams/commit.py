@@ -11,13 +11,36 @@ commit, in the order `tables.store` documents and relies on:
 3. each view's changes are written to its RocksDB store in one WriteBatch, with
    the changelog offset they correspond to;
 and only then does the agent let Faust acknowledge the input offsets.
+
+The processing guarantee (`Settings.processing_guarantee`) is kept here:
+
+- at_least_once (default): step 2 is a flush. A crash between it and the offset
+  commit replays the batch; its outputs are sent again with the same deterministic
+  ids (command ids, finding states), and the stores skip changelog records they
+  already hold. Consumers see each replayed record twice, harmlessly.
+- exactly_once: a batch is one Kafka transaction (`Emitter.batch`). Step 2 adds the
+  batch's input offsets to it (`send_offsets_to_transaction`) and commits: outputs,
+  internal messages, changelogs and offsets are all visible, or none is. Faust's own
+  offset commits are off (`pssync.faust_eos`): the transaction is the only writer of
+  the group's offsets. Step 3 follows the commit, so a crash before it leaves a store
+  behind its changelog, which the restore catches up on (read_committed). One producer
+  serves every agent of the worker, so batches take turns (`Emitter._turn`): a
+  transaction never holds half of another agent's batch. Sends outside a batch (the
+  ticks, idle sources' watermarks) are small transactions of their own (`send_alone`).
+  The transactional.id is the worker's (`Settings.transactional_id`): a restart
+  fences the crashed incarnation and aborts its open transaction. The offsets carry
+  the group id only (no member or generation: KIP-447's zombie check is not used),
+  so a worker cut off from the group but still alive can commit one batch after its
+  partitions moved; a crashed or restarted one cannot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 from pssync.avro.codec import Codec
 from pssync.avro.contract import DLQ_TOPIC
@@ -49,6 +72,53 @@ class Emitter:
         self.producer = producer
         self.metrics = metrics
         self.stats = stats
+        # exactly_once: one batch (transaction) at a time; the group's offsets' owner
+        self._turn = asyncio.Lock() if settings.exactly_once else None
+        self._offsets: Mapping[tuple[str, int], int] | None = None
+        self._group_metadata: Any = None
+
+    def start_transactions(self, group_metadata: Any) -> None:
+        """exactly_once: fence the previous incarnation; `group_metadata` is the consumer
+        group's (`confluent_kafka.Consumer.consumer_group_metadata`)."""
+        self._group_metadata = group_metadata
+        self.producer.init_transactions()
+
+    @asynccontextmanager
+    async def batch(self, offsets: Mapping[tuple[str, int], int]) -> AsyncIterator[None]:
+        """The sends of one batch, which `commit` ends; `offsets`: (physical topic,
+        partition) -> the next offset to read once the batch is done.
+
+        at_least_once: nothing to do. exactly_once: waits for its turn, then the sends
+        until `commit` are one transaction, with `offsets`; aborted if the block raises
+        (the worker stops; its successor replays the batch)."""
+        if self._turn is None:
+            yield
+            return
+        async with self._turn:
+            self.producer.begin_transaction()
+            self._offsets = offsets
+            try:
+                yield
+                if self._offsets is not None:  # a batch that sent nothing to commit
+                    await self.commit([])
+            except BaseException:
+                log.warning("batch failed: its transaction is aborted")
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self.producer.abort_transaction
+                )
+                raise
+            finally:
+                self._offsets = None
+
+    async def send_alone(self, send: Callable[[], None]) -> None:
+        """Sends outside any batch (timers): exactly_once, in a transaction of their own."""
+        if self._turn is None:
+            send()
+            self.producer.poll()
+            return
+        async with self.batch({}):
+            send()
+            await self.commit([])
 
     def log_decisions(self, emits: Sequence[Emit]) -> None:
         """One log line per business decision, with its correlation id (no personal data)."""
@@ -100,7 +170,8 @@ class Emitter:
         self.producer.send_raw(topic, key.encode(), raw, partition=target, headers=headers)
 
     async def commit(self, views: Sequence[tuple[Table, int, StateView]]) -> None:
-        """Send changelogs, flush every pending record, then write the stores."""
+        """Send changelogs, flush every pending record (exactly_once: commit the batch's
+        transaction), then write the stores."""
         writes = []
         for table, partition, view in views:
             changes = view.changes()
@@ -110,7 +181,14 @@ class Emitter:
                 )
             writes.append((table, partition, changes))
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.producer.flush)
+        if self._turn is None:
+            await loop.run_in_executor(None, self.producer.flush)
+        else:
+            if self._offsets is None:
+                raise RuntimeError("exactly_once: commit outside Emitter.batch")
+            offsets, metadata = self._offsets, self._group_metadata
+            await loop.run_in_executor(None, self.producer.commit_transaction, offsets, metadata)
+            self._offsets = None
         for table, partition, changes in writes:
             if changes:
                 offset = self.producer.last_offsets.get((table.changelog_topic, partition))

@@ -67,6 +67,10 @@ def settings_factory(stack: Stack, tmp_path: Path) -> SettingsFactory:
             "batch_within_s": 0.02,
             "tick_interval_s": 0.5,
         }
+        # the Kafka tests under the other guarantee: PSSYNC_TEST_PROCESSING_GUARANTEE=exactly_once
+        guarantee = os.environ.get("PSSYNC_TEST_PROCESSING_GUARANTEE")
+        if guarantee:
+            values["processing_guarantee"] = guarantee
         values.update(overrides)
         return Settings(**values)
 

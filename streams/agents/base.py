@@ -37,6 +37,7 @@ from pssync.streams.messages import (
 from pssync.streams.outputs import Emit
 from pssync.streams.routing import Expiry, JoinKey, Plan, plan_route
 from pssync.streams.runtime import Runtime, inbound_from_event, wall_ms
+from pssync.tables.store import Table
 from pssync.tables.view import StateView
 
 WORKER_KEYED = "worker-keyed"
@@ -61,6 +62,15 @@ async def batches(rt: Runtime, stream: Any) -> AsyncIterator[list[Inbound]]:
             msg = e.message
             rt.positions[(msg.topic, msg.partition)] = msg.offset + 1
             rt.sources.processed((settings.logical(msg.topic), msg.partition), msg.offset + 1)
+
+
+def next_offsets(settings: Settings, records: Sequence[Inbound]) -> dict[tuple[str, int], int]:
+    """(physical topic, partition) -> the offset after the batch's last record of it."""
+    out: dict[tuple[str, int], int] = {}
+    for r in records:
+        tp = (settings.topic(r.topic), r.partition)
+        out[tp] = max(out.get(tp, 0), r.offset + 1)
+    return out
 
 
 def by_partition(records: Sequence[Inbound]) -> dict[int, list[Inbound]]:
@@ -129,34 +139,41 @@ class IngestSpec:
         async def ingest(stream: Any) -> None:
             async for records in batches(rt, stream):
                 started = time.perf_counter()
-                views = []
-                parts = sorted(by_partition(records).items())
-                now = wall_ms()  # an idle source woken: say so before anything
-                woken = [rt.sources.woken((self.topic, p), now) for p, _ in parts]
-                send_watermarks(rt, [wm for wm in woken if wm is not None])
-                reports = []
-                for partition, part in parts:
-                    links = {r: await rt.partition_view(t, partition) for r, t in tables.items()}
-                    decoded = await rt.decoder.decode(part)
-                    rt.emitter.send(decoded.dead)
-                    for change in decoded.changes:
-                        for route in self.routes:
-                            self.send(rt, route, change, links.get(route))
-                    # no await since the sends: the report covers exactly what was sent
-                    times = [c.event_ts for c in decoded.changes]
-                    report = rt.sources.forwarded((self.topic, partition), times, wall_ms())
-                    if report is not None:
-                        reports.append(report)
-                    for route, view in links.items():
-                        expire_links(view, rt.sources.partitions[(self.topic, partition)].ts)
-                        views.append((tables[route], partition, view))
-                send_watermarks(rt, reports)  # after every change they cover
-                await rt.emitter.commit(views)
+                async with rt.emitter.batch(next_offsets(settings, records)):
+                    await self.ingest_batch(rt, tables, records)
                 rt.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - started)
 
         ingest.__doc__ = doc
         ingest.__name__ = ingest.__qualname__ = self.name.replace("-", "_")
         app.agent(raw_topic(app, physical), name=self.name)(ingest)
+
+    async def ingest_batch(
+        self, rt: Runtime, tables: dict[Route, Table], records: list[Inbound]
+    ) -> None:
+        """Decode, route and report one batch, then commit it."""
+        views = []
+        parts = sorted(by_partition(records).items())
+        now = wall_ms()  # an idle source woken: say so before anything
+        woken = [rt.sources.woken((self.topic, p), now) for p, _ in parts]
+        send_watermarks(rt, [wm for wm in woken if wm is not None])
+        reports = []
+        for partition, part in parts:
+            links = {r: await rt.partition_view(t, partition) for r, t in tables.items()}
+            decoded = await rt.decoder.decode(part)
+            rt.emitter.send(decoded.dead)
+            for change in decoded.changes:
+                for route in self.routes:
+                    self.send(rt, route, change, links.get(route))
+            # no await since the sends: the report covers exactly what was sent
+            times = [c.event_ts for c in decoded.changes]
+            report = rt.sources.forwarded((self.topic, partition), times, wall_ms())
+            if report is not None:
+                reports.append(report)
+            for route, view in links.items():
+                expire_links(view, rt.sources.partitions[(self.topic, partition)].ts)
+                views.append((tables[route], partition, view))
+        send_watermarks(rt, reports)  # after every change they cover
+        await rt.emitter.commit(views)
 
     def send(self, rt: Runtime, route: Route, change: Change, links: StateView | None) -> None:
         """Route one change: to its join key's partition (and a previous owner's), or
@@ -280,31 +297,37 @@ def register_keyed(
     async def keyed(stream: Any) -> None:
         async for records in batches(rt, stream):
             started = time.perf_counter()
-            now = wall_ms()
-            views = []
-            for partition, part in sorted(by_partition(records).items()):
-                view = await rt.partition_view(table, partition)
-                messages: list[Message] = []
-                for record in part:
-                    try:
-                        messages.append(from_bytes(record.value))
-                    except MessageError as exc:
-                        letter = rt.decoder.dead_letter(record, exc, "decode", "undecodable")
-                        rt.emitter.send([letter])
-                result = flow.process(view, partition, messages, now)
-                rt.emitter.send(result.emits)
-                rt.emitter.send([failure_letter(rt, topic, partition, f) for f in result.failures])
-                rt.record_flow(topic, partition, result)
-                views.append((table, partition, view))
-            await rt.emitter.commit(views)
+            async with rt.emitter.batch(next_offsets(rt.settings, records)):
+                await keyed_batch(records)
             rt.metrics.batch_seconds.labels(internal).observe(time.perf_counter() - started)
 
-    async def ticks() -> None:
+    async def keyed_batch(records: list[Inbound]) -> None:
+        now = wall_ms()
+        views = []
+        for partition, part in sorted(by_partition(records).items()):
+            view = await rt.partition_view(table, partition)
+            messages: list[Message] = []
+            for record in part:
+                try:
+                    messages.append(from_bytes(record.value))
+                except MessageError as exc:
+                    letter = rt.decoder.dead_letter(record, exc, "decode", "undecodable")
+                    rt.emitter.send([letter])
+            result = flow.process(view, partition, messages, now)
+            rt.emitter.send(result.emits)
+            rt.emitter.send([failure_letter(rt, topic, partition, f) for f in result.failures])
+            rt.record_flow(topic, partition, result)
+            views.append((table, partition, view))
+        await rt.emitter.commit(views)
+
+    def send_ticks() -> None:
         tick = Tick(wall_ms())
         for name, partition in sorted(rt.assigned):
             if name == topic:
                 rt.emitter.send_internal(topic, tick, "tick", partition=partition)
-        rt.producer.poll()
+
+    async def ticks() -> None:
+        await rt.emitter.send_alone(send_ticks)
 
     keyed.__doc__ = doc
     keyed.__name__ = keyed.__qualname__ = internal.replace("-", "_")
@@ -312,6 +335,7 @@ def register_keyed(
     app.timer(interval=rt.settings.tick_interval_s, name=f"{internal}-ticks")(ticks)
 
 
-def report_sources(rt: Runtime, reports: Iterable[Watermark]) -> None:
-    send_watermarks(rt, list(reports))
-    rt.producer.poll()
+async def report_sources(rt: Runtime, reports: Iterable[Watermark]) -> None:
+    """Watermarks sent outside a batch (idle or revoked sources)."""
+    items = list(reports)
+    await rt.emitter.send_alone(lambda: send_watermarks(rt, items))
