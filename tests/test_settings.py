@@ -142,3 +142,28 @@ def test_every_bad_variable_is_reported() -> None:
 def test_bad_override_names_the_variable_it_stands_for() -> None:
     with pytest.raises(SettingsError, match="PSSYNC_WEB_PORT=70000"):
         Settings.from_env({}, web_port=70000)
+
+
+def test_processing_guarantee_and_its_transactional_id() -> None:
+    default = Settings.from_env({})
+    assert default.processing_guarantee == "at_least_once"
+    assert not default.exactly_once
+
+    env = {
+        "PSSYNC_PROCESSING_GUARANTEE": "exactly_once",
+        "PSSYNC_INSTANCE_ID": "pssync-1",
+        "PSSYNC_TOPIC_PREFIX": "acme.",
+    }
+    eos = Settings.from_env(env)
+    assert eos.exactly_once
+    # the worker's own and stable across restarts: a restart fences its predecessor
+    assert eos.transactional_id == "acme.pssync-pssync-1"
+    assert Settings.from_env(env).transactional_id == eos.transactional_id
+    other = Settings.from_env(env | {"PSSYNC_INSTANCE_ID": "pssync-2"})
+    assert other.transactional_id != eos.transactional_id
+    # dynamic membership still gets a stable id: host and port
+    dynamic = Settings.from_env(env | {"PSSYNC_INSTANCE_ID": "none", "PSSYNC_WEB_PORT": "7001"})
+    assert dynamic.transactional_id.endswith("-7001")
+
+    with pytest.raises(SettingsError, match="PSSYNC_PROCESSING_GUARANTEE=twice"):
+        Settings.from_env({"PSSYNC_PROCESSING_GUARANTEE": "twice"})

@@ -162,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--app-id", help="consumer group / application id (PSSYNC_APP_ID)")
     worker.add_argument("--web-port", type=int, help="HTTP port (PSSYNC_WEB_PORT, 6066)")
     worker.add_argument("--data-dir", type=Path, help="RocksDB state dir (PSSYNC_DATA_DIR)")
+    worker.add_argument(
+        "--processing-guarantee",
+        choices=("at_least_once", "exactly_once"),
+        help="at_least_once: a crash replays one batch, re-sent records keep their ids; "
+        "exactly_once: each batch one Kafka transaction, outputs to be read "
+        "read_committed (PSSYNC_PROCESSING_GUARANTEE, at_least_once)",
+    )
     _common(worker)
 
     demo = sub.add_parser(
@@ -402,7 +409,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from pssync.worker import run_worker
 
     settings = settings_from(
-        args, app_id=args.app_id, web_port=args.web_port, data_dir=args.data_dir
+        args,
+        app_id=args.app_id,
+        web_port=args.web_port,
+        data_dir=args.data_dir,
+        processing_guarantee=args.processing_guarantee,
     )
     return run_worker(settings)
 
