@@ -315,6 +315,10 @@ class Service:
             time.sleep(0.2)
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+            # its sockets close as it exits: a restart binding its port must wait for that
+            deadline = time.monotonic() + 15
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
         return True
 
