@@ -105,6 +105,10 @@ class Feed:
                     "group.id": f"{self.settings.group_id}-opsview-{uuid.uuid4().hex[:8]}",
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
+                    # exactly_once: only what committed transactions wrote; their commit
+                    # markers take offsets, so the end is seen as an end-of-partition event
+                    "isolation.level": "read_committed",
+                    "enable.partition.eof": True,
                 },
             )
         )
@@ -152,6 +156,10 @@ class Feed:
                     if error is not None:
                         if error.code() != KafkaError._PARTITION_EOF:
                             self._failed(f"consume: {error}")
+                        else:
+                            place = (msg.topic(), msg.partition())
+                            if place in pending and msg.offset() >= pending[place]:
+                                del pending[place]
                         continue
                     record = self._decode(msg)
                     if record is not None:
