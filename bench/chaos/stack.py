@@ -44,6 +44,26 @@ class Ports:
         taken = {self.kafka, self.kafka + 1, self.registry, self.registry + 920} & shared
         if taken | ({self.connect, self.postgres} & shared):
             raise ValueError(f"ports {sorted(taken)} belong to the shared dev stack")
+        low, high = ephemeral_ports()
+        ours = {self.kafka, self.kafka + 1, self.registry, self.registry + 920}
+        ours |= {self.connect, self.postgres}
+        if any(low <= port <= high for port in ours):
+            # a client reconnecting to a stopped server on such a port can be given that
+            # very port as its own and connect to itself; the restarted server then finds
+            # its port in use (seen: the broker restart failing on 39092)
+            raise ValueError(
+                f"ports {sorted(p for p in ours if low <= p <= high)} are in the kernel's "
+                f"ephemeral range {low}-{high}: choose ports below {low}"
+            )
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel picks client ports from (Linux; the IANA range elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
 
 
 class ChaosStack:
