@@ -301,6 +301,16 @@ class Service:
         # the service outlives this process on purpose (pid file, `dev down`): keep the
         # handle so it is not reaped, or warned about, when this function returns
         _STARTED.append(proc)
+        # until the child has exec'd, /proc/<pid>/cmdline is still this Python's, and
+        # `pid()` (which checks it is our Java) would take the service for gone
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if os.fsencode(argv[0]) in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+                    break
+            except OSError:
+                break
+            time.sleep(0.01)
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
 

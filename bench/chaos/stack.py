@@ -22,6 +22,7 @@ from typing import Any
 
 from pssync import connect_stack, devstack
 from pssync.connectors.connect_api import ConnectClient, ConnectError, Target
+from pssync.connectors.kafka import records_between
 from pssync.settings import Settings
 
 SINK = "erp-inbox-sink"
@@ -108,6 +109,11 @@ class ChaosStack:
         with contextlib.suppress(devstack.DevStackError, OSError):
             connect_stack.down(self.connect)
         devstack.down(self.cfg)
+        # the services' logs outlive the stack (next to the runs': --keep keeps them)
+        logs = self.cfg.state_dir.parent / "stack-logs"
+        for log in self.cfg.state_dir.glob("*/*.log"):
+            logs.mkdir(exist_ok=True)
+            shutil.copy(log, logs / f"{log.parent.name}-{log.name}")
         shutil.rmtree(self.connect.pg_dir, ignore_errors=True)
         shutil.rmtree(self.cfg.state_dir, ignore_errors=True)
 
@@ -221,7 +227,8 @@ class Inbox:
             lag = 0
             for tp in consumer.committed(tps, timeout=10):
                 high = consumer.get_watermark_offsets(tp, timeout=10)[1]
-                lag += high - max(tp.offset, 0)
+                # exactly_once writes commit markers: count records, not offsets
+                lag += records_between(self.settings, tp, max(tp.offset, 0), high)
             return lag
         finally:
             consumer.close()
