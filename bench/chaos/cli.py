@@ -40,6 +40,8 @@ class Plan:
     sink_outage_s: float
     kill_every_s: tuple[float, float]
     burst_changes: int  # 0: no burst
+    # each run (fault-free, chaos, burst) once per guarantee, in this order
+    guarantees: tuple[str, ...] = ("at_least_once",)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Plan:
@@ -53,7 +55,15 @@ class Plan:
             sink_outage_s=args.sink_outage_s,
             kill_every_s=(args.kill_min_s, args.kill_max_s),
             burst_changes=0 if args.no_burst else args.burst_changes,
+            guarantees=GUARANTEES[args.guarantee],
         )
+
+
+GUARANTEES = {
+    "at_least_once": ("at_least_once",),
+    "exactly_once": ("exactly_once",),
+    "both": ("at_least_once", "exactly_once"),
+}
 
 
 @dataclass
@@ -63,6 +73,7 @@ class Outcome:
     burst: RunResult | None
     checks: list[Check]
     minutes: float  # the whole bench, stack included
+    guarantee: str = "at_least_once"
 
     @property
     def ok(self) -> bool:
@@ -70,27 +81,43 @@ class Outcome:
 
 
 def run_chaos(plan: Plan, ports: Ports, root: Path) -> Outcome:
-    """Stack up, the three runs, stack down (also when something fails)."""
-    began = time.monotonic()
+    """Stack up, the three runs under the plan's first guarantee, stack down."""
+    return run_guarantees(plan, ports, root)[0]
+
+
+def run_guarantees(plan: Plan, ports: Ports, root: Path) -> list[Outcome]:
+    """Stack up; for each guarantee, the three runs (the same firm, the same schedule);
+    stack down (also when something fails)."""
     stack = ChaosStack(ports, root / "stack")
+    outcomes = []
     try:
         stack.up()
-        base = Run("base", stack, root, plan.firm, plan.timers, plan.baseline_rate, []).go()
-        events = schedule(plan.firm.seed, plan.stream_s, plan.sink_outage_s, plan.kill_every_s)
-        chaos = Run("chaos", stack, root, plan.firm, plan.timers, plan.rate, events).go()
-        burst = None
-        if plan.burst_changes:
-            burst = run_burst(plan, stack, root)
+        for guarantee in plan.guarantees:
+            began = time.monotonic()
+            g = guarantee
+            base = Run(
+                "base", stack, root, plan.firm, plan.timers, plan.baseline_rate, [], guarantee=g
+            ).go()
+            events = schedule(plan.firm.seed, plan.stream_s, plan.sink_outage_s, plan.kill_every_s)
+            chaos = Run(
+                "chaos", stack, root, plan.firm, plan.timers, plan.rate, events, guarantee=g
+            ).go()
+            burst = run_burst(plan, stack, root, g) if plan.burst_changes else None
+            minutes = (time.monotonic() - began) / 60
+            outcomes.append(Outcome(base, chaos, burst, checks(base, chaos), minutes, g))
     finally:
         stack.down()
-    return Outcome(base, chaos, burst, checks(base, chaos), (time.monotonic() - began) / 60)
+    return outcomes
 
 
-def run_burst(plan: Plan, stack: ChaosStack, root: Path) -> RunResult:
+def run_burst(
+    plan: Plan, stack: ChaosStack, root: Path, guarantee: str = "at_least_once"
+) -> RunResult:
     """A fresh firm (the next seed), all of it in Kafka before two fresh workers start."""
     f = plan.firm
     firm = Firm(f.seed + 1, f.workers, f.customers, plan.burst_changes)
-    run = Run("burst", stack, root, firm, plan.timers, 0, [], root / "burst.jsonl")
+    lines = root / f"burst-{guarantee}.jsonl"
+    run = Run("burst", stack, root, firm, plan.timers, 0, [], lines, guarantee=guarantee)
     run.generate()
     return run.go()
 
@@ -130,6 +157,12 @@ def parser() -> argparse.ArgumentParser:
         help="a firm written beforehand, then offered as fast as `pssync produce` sends it",
     )
     p.add_argument("--no-burst", action="store_true")
+    p.add_argument(
+        "--guarantee",
+        choices=sorted(GUARANTEES),
+        default="both",
+        help="PSSYNC_PROCESSING_GUARANTEE of the workers; both: every run under each",
+    )
     p.add_argument("--burst-only", action="store_true", help="only the burst (its own document)")
     p.add_argument(
         "--ports",
@@ -160,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.burst_only:
             burst = burst_only(plan, ports, root)
         else:
-            outcome = run_chaos(plan, ports, root)
+            outcomes = run_guarantees(plan, ports, root)
     now = dt.datetime.now(dt.UTC)
     command = "python -m bench.chaos " + shlex.join(sys.argv[1:] if argv is None else argv)
     cpu = platform.processor() or platform.machine()
@@ -170,9 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         write_burst_document(path, burst, plan, command, machine, now)
         say(f"results in {path}")
         return 0 if burst.verdict.ok else 1
-    for check in outcome.checks:
-        print(f"{'ok  ' if check.ok else 'FAIL'} {check.what}: {check.detail}")
+    for outcome in outcomes:
+        for check in outcome.checks:
+            ok = "ok  " if check.ok else "FAIL"
+            print(f"{ok} [{outcome.guarantee}] {check.what}: {check.detail}")
     path = args.results or RESULTS / f"chaos-{now:%Y-%m-%d-%H%M}.md"
-    write_document(path, outcome, plan, command, machine, now)
-    say(f"results in {path}; the whole bench took {outcome.minutes:.1f} min")
-    return 0 if outcome.ok else 1
+    write_document(path, outcomes, plan, command, machine, now)
+    minutes = sum(o.minutes for o in outcomes)
+    say(f"results in {path}; the runs took {minutes:.1f} min")
+    return 0 if all(o.ok for o in outcomes) else 1

@@ -92,16 +92,28 @@ def _rss_at(samples: list[Sample], at_s: float) -> str:
     return ", ".join(f"{m:.0f}" for m in near.rss_mib) if near else "-"
 
 
+GUARANTEE_TEXT = {
+    "at_least_once": "at-least-once with deterministic IDs (the default)",
+    "exactly_once": "exactly-once: each batch one Kafka transaction (outputs, changelogs "
+    "and input offsets); outputs read with isolation.level=read_committed",
+}
+
+
 def write_document(
-    path: Path, outcome: Outcome, plan: Plan, command: str, machine: str, now: dt.datetime
+    path: Path,
+    outcomes: list[Outcome],
+    plan: Plan,
+    command: str,
+    machine: str,
+    now: dt.datetime,
 ) -> None:
-    base, chaos = outcome.base, outcome.chaos
     f = plan.firm
     offered = "as a backlog" if plan.baseline_rate == 0 else f"at {plan.baseline_rate:.0f}/s"
+    minutes = sum(o.minutes for o in outcomes)
     lines = [
         f"# Chaos run, {now:%Y-%m-%d %H:%M} UTC",
         "",
-        f"`{command}` ({outcome.minutes:.0f} minutes in all, on {machine}; the stack is the "
+        f"`{command}` ({minutes:.0f} minutes of runs, on {machine}; the stack is the "
         "bench's own: Kafka, Apicurio Registry with its schemas on disk, Kafka Connect with "
         "the JDBC sink, PostgreSQL, on ports apart from the dev stack's).",
         "",
@@ -110,8 +122,66 @@ def write_document(
         f"offers it {offered}; "
         f"the chaos run streams it at {plan.rate:.0f} changes/s ({plan.stream_s / 60:.1f} min), "
         "each with two workers in one group (static membership, 3 partitions per topic). "
-        "Processing guarantee: the default, at-least-once with deterministic command IDs.",
+        "Processing guarantees: "
+        + "; then ".join(GUARANTEE_TEXT[o.guarantee] for o in outcomes)
+        + ", each with every run.",
         "",
+    ]
+    if len(outcomes) > 1:
+        lines += _compare(outcomes, plan)
+    for outcome in outcomes:
+        lines += _sections(outcome, plan, len(outcomes) > 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _compare(outcomes: list[Outcome], plan: Plan) -> list[str]:
+    """The guarantees side by side: what a crash re-sends, and what each costs."""
+    lines = [
+        "## The two guarantees side by side",
+        "",
+        "Redundant records: output records of the chaos run beyond the fault-free run's "
+        "(what crashes re-sent), and records identical to an earlier one of the same run. "
+        "Throughput: the burst (the whole firm in Kafka before two fresh workers start), "
+        "its changes over the time from the workers' start to everything drained; and the "
+        "fault-free run, offered as fast as the simulator writes it.",
+        "",
+        row(
+            "guarantee",
+            "redundant records (chaos)",
+            "repeats (chaos)",
+            "commands re-sent",
+            "burst changes/s",
+            "vs at-least-once",
+            "fault-free changes/s",
+            "all checks held",
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    first = None
+    for o in outcomes:
+        burst = plan.burst_changes / o.burst.seconds if o.burst is not None else math.nan
+        first = burst if first is None else first
+        base_rate = plan.firm.count / o.base.seconds
+        lines.append(
+            row(
+                o.guarantee,
+                sum(redundant(o.base, o.chaos).values()),
+                sum(duplicates_in_run(o.chaos).values()),
+                o.chaos.sent - len(o.chaos.commands),
+                fmt(burst),
+                "-" if math.isnan(burst) else f"{burst / first:.2f}x",
+                fmt(base_rate),
+                "yes" if o.ok else "**NO**",
+            )
+        )
+    return [*lines, ""]
+
+
+def _sections(outcome: Outcome, plan: Plan, titled: bool) -> list[str]:
+    base, chaos = outcome.base, outcome.chaos
+    lines = [f"# {outcome.guarantee}", ""] if titled else []
+    lines += [
         "## Checks: chaos against fault-free",
         "",
         "| check | held | figures |",
@@ -199,8 +269,7 @@ def write_document(
     ]
     if outcome.burst is not None:
         lines += _burst(outcome.burst, plan)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def _peak_lag(run: RunResult) -> int:

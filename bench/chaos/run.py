@@ -119,6 +119,7 @@ class Run:
         rate: float,
         events: list[Event],
         lines: Path | None = None,
+        guarantee: str = "at_least_once",
     ) -> None:
         tag = f"{name}-{uuid.uuid4().hex[:6]}"
         self.name, self.firm, self.timers, self.rate = name, firm, timers, rate
@@ -135,6 +136,7 @@ class Run:
             orphan_grace_s=timers.orphan_grace_s,
             project_setup_sla_s=timers.project_setup_sla_s,
             dependency_timeout_s=timers.dependency_timeout_s,
+            processing_guarantee=guarantee,
         )
         self.env = env_of(self.settings)
         self.stack = stack
