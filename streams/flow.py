@@ -214,7 +214,9 @@ class KeyedFlow:
         ready = view.scan("q/", f"q/{end}", limit=self.config.max_release)
         # when the batch stops short, only timers due before the first change left run
         stop = slot_time(ready[-1][0]) + 1 if len(ready) == self.config.max_release else None
-        heap = [(slot_time(k), k.split("/", 2)[2]) for k in view.keys_between("dl/", f"dl/{end}")]
+        # the deadlines due, read with their values (into the view's cache): the check below
+        # that each is still set is then no point read per timer (a storm fires thousands)
+        heap = [(slot_time(k), k.split("/", 2)[2]) for k, _ in view.scan("dl/", f"dl/{end}")]
         heapq.heapify(heap)
         self._heap, self._horizon = heap, horizon
         i = fired = 0

@@ -36,6 +36,7 @@ from pssync.streams.flow import DeadlineError
 from pssync.streams.routing import month_end_ms
 from pssync.streams.rules import projects
 from pssync.streams.rules.common import Evaluation, Timing
+from pssync.tables.view import StateView
 from tests.conftest import SettingsFactory
 from tests.test_cli import cli_env, create_topics, pssync
 
@@ -352,6 +353,38 @@ def test_timers_fire_at_most_max_timers_per_batch_and_go_on_in_the_next(
     alerts = [v for _, _, v in bounded if v and v.get("rule") == "SOW_SIGNED_WITHOUT_PROJECT"]
     assert [a["entity_id"] for a in alerts] == [f"S-{i}" for i in range(5)]
     assert bounded == unbounded
+
+
+def test_a_timer_storm_reads_each_deadline_by_its_range_scan_not_once_more_per_timer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: seed 2026's slowest delivery (case 55058, 15.9 s, reported as six hangs at the
+    10 s case bound under load): stream time jumped from 2039 to 9141 and 1,501 timers came
+    due at once; the release loop found them by a range scan of `dl/`, then read each
+    deadline key again by a point read (whether an earlier timer had moved it) - 1,502
+    of the delivery's 3,743 RocksDB reads. The scan now reads them into the batch's view,
+    so the check is a cache hit; the same timers fire, in the same order."""
+    point_reads: list[str] = []  # what the flows read by key (a get the view had not cached)
+    load = StateView._load
+
+    def counted(view: StateView, key: str) -> None:
+        point_reads.append(key)
+        load(view, key)
+
+    runner = _flow_runner(tmp_path)
+    try:
+        for i in range(5):
+            _ingest(runner, SOW, SIGNED_MS + i, sow_id=f"S-{i}", status="SIGNED", signed_at=None)
+        runner.deliver()
+        _ingest(runner, "cdc.erp.project", SIGNED_MS + 10 * DAY_MS)
+        monkeypatch.setattr(StateView, "_load", counted)
+        runner.deliver()
+
+        fired = _findings(runner, "SOW_SIGNED_WITHOUT_PROJECT")
+        assert [a["entity_id"] for a in fired] == [f"S-{i}" for i in range(5)]
+        assert [k for k in point_reads if k.startswith("dl/")] == []
+    finally:
+        runner.close()
 
 
 # -- routing -----------------------------------------------------------------------------------
