@@ -14,6 +14,7 @@ import pytest
 
 from bench.fuzz import Cases, Outcomes, Runner, giant_cases, run
 from bench.fuzz.runner import Hang
+from pssync.streams.worker_flow import WorkerFlow
 
 CI_CASES = 3_000
 
@@ -82,3 +83,57 @@ def test_a_hang_is_reported_not_waited_for(tmp_path: Path) -> None:
     # the keyed flows dead-letter an `Exception` out of a change or timer and go on: a
     # hang there would be swallowed (and spin on) if `Hang` were one
     assert not issubclass(Hang, Exception)
+
+
+def test_a_hang_in_the_keyed_flows_names_its_delivery_its_cases_and_where_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery is the flows' batch for the 25 cases routed before it (and the timers
+    they bring due): a hang there is reported with the delivery, the cases whose changes
+    it held and what the flow was doing, not as a hang of the case that made it due."""
+
+    def stuck(*args: object) -> None:
+        time.sleep(30)
+
+    monkeypatch.setattr(WorkerFlow, "apply", stuck)
+    runner = Runner(tmp_path, seed=2026, case_timeout_s=5.0, delivery_timeout_s=0.3)
+    try:
+        while not runner.out.hangs:
+            runner.run_ingest(runner.cases.ingest())
+        (hang,) = runner.out.hangs
+        assert hang.stage == "delivery"
+        assert (hang.delivery, runner.out.deliveries) == (1, 1)
+        assert hang.batch is not None
+        assert hang.batch == (0, hang.case) == (0, runner.out.cases - 1)
+        assert 0.3 <= hang.seconds < 5
+        assert hang.where.startswith("WorkerFlow._release: 0 changes applied, 0 timers fired")
+        assert "; applying a change of cdc." in hang.where
+        assert "flow.py:" in hang.where
+        assert "worker_flow.py" not in hang.where  # its `apply` is the stuck one
+        assert "hang" not in {outcome for _, outcome in runner.out.by_kind}  # no case hung
+        described = hang.describe()
+        assert f"case {hang.case} ({hang.kind} on {hang.topic}), delivery 1" in described
+        assert f"(the changes of cases 0-{hang.case})" in described
+    finally:
+        runner.close()
+
+
+def test_bounds_nest_an_inner_one_ends_first_and_the_outer_runs_on(tmp_path: Path) -> None:
+    runner = Runner(tmp_path, seed=1, case_timeout_s=0.3)
+
+    def inner_then_spin() -> None:
+        runner._bounded(lambda: None, 0.05)
+        time.sleep(5)  # the outer bound still holds after the inner one ended
+
+    try:
+        started = time.perf_counter()
+        with pytest.raises(Hang, match=r"over 0\.3s"):
+            # the inner bound (5 s) would outlast the outer (0.3 s): the outer's Hang
+            runner._bounded(lambda: runner._bounded(lambda: time.sleep(5), 5.0))
+        with pytest.raises(Hang, match=r"over 0\.05s"):
+            runner._bounded(lambda: runner._bounded(lambda: time.sleep(1), 0.05), 0.2)
+        with pytest.raises(Hang, match=r"over 0\.2s"):
+            runner._bounded(inner_then_spin, 0.2)
+        assert time.perf_counter() - started < 2
+    finally:
+        runner.close()

@@ -9,7 +9,11 @@ encoded with the codec and decoded back.
 
 What is checked, per case:
 - nothing raises out of decode, routing, the keyed flows or `parse_line` (a crash);
-- no case takes longer than `--case-timeout` (a hang; a timer interrupts it);
+- no case takes longer than `--case-timeout` (a hang; a timer interrupts it), and no
+  delivery to the keyed flows longer than `--delivery-timeout`: a delivery is the flows'
+  batch for the 25 cases routed before it, plus every timer those bring due (up to
+  `FlowConfig.max_timers`), so it is bounded on its own, and a hang there is reported
+  with its delivery, the cases whose changes it held and where the flows were;
 - each input record ends as exactly one change, tombstone or dead letter, and each
   dead letter names its stage, error class and message;
 - a case whose outcome is known (a truncated record is dead, a good one a change
@@ -42,17 +46,33 @@ __all__ = ["Cases", "Outcomes", "Runner", "giant_cases", "main", "run"]
 # -- the full run -----------------------------------------------------------------------------
 
 
-def run(cases: int, seed: int, produce_share: float, huge: int, case_timeout_s: float) -> Outcomes:
+def run(
+    cases: int,
+    seed: int,
+    produce_share: float,
+    huge: int,
+    case_timeout_s: float,
+    delivery_timeout_s: float = 60.0,
+    progress: int = 10_000,
+) -> Outcomes:
     root = Path(tempfile.mkdtemp(prefix="pssync-fuzz-"))
-    runner = Runner(root, seed, case_timeout_s, huge)
+    runner = Runner(root, seed, case_timeout_s, huge, delivery_timeout_s)
+    started = time.perf_counter()
     try:
         for i in range(cases):
             if runner.cases.rng.random() < produce_share:
                 runner.run_line(*runner.cases.line())
             else:
                 runner.run_ingest(runner.cases.ingest())
-            if i % 10_000 == 9_999:
-                print(f"  {i + 1} cases, {len(runner.out.crashes)} crashes", flush=True)
+            if progress and i % progress == progress - 1:
+                out = runner.out
+                print(
+                    f"  {i + 1} cases in {time.perf_counter() - started:.0f} s: "
+                    f"{len(out.crashes)} crashes, {len(out.hangs)} hangs, "
+                    f"{len(out.wrong)} wrong; {out.deliveries} deliveries, the slowest "
+                    f"{out.slowest_delivery.describe()}",
+                    flush=True,
+                )
         runner.finish(3_600_000)
         return runner.out
     finally:
@@ -88,9 +108,10 @@ def report(out: Outcomes, giant: Outcomes, args: argparse.Namespace, seconds: fl
         f"# Fuzzing the ingest path and `pssync produce` ({dt.date.today().isoformat()})",
         "",
         f"Command: `python -m bench.fuzz --cases {args.cases} --seed {args.seed}`  ",
-        f"{out.cases} cases in {seconds:.0f} s (seed {args.seed}, "
-        f"case time bound {args.case_timeout}s, huge strings up to {args.huge} bytes); "
-        f"plus {giant.cases} giant cases (a 50 MB string, a decimal of up to 10^6 digits).",
+        f"{out.cases} cases in {seconds:.0f} s ({out.cases / seconds:.0f} cases/s; seed "
+        f"{args.seed}, case time bound {args.case_timeout:g} s, delivery time bound "
+        f"{args.delivery_timeout:g} s, huge strings up to {args.huge} bytes); plus "
+        f"{giant.cases} giant cases (a 50 MB string, a decimal of up to 10^6 digits).",
         "",
         f"- crashes: **{len(out.crashes) + len(giant.crashes)}**",
         f"- hangs: **{len(out.hangs) + len(giant.hangs)}**",
@@ -100,6 +121,8 @@ def report(out: Outcomes, giant: Outcomes, args: argparse.Namespace, seconds: fl
         f"outputs they emitted: {out.emits}",
         f"- slowest case: {out.slowest[0] * 1000:.1f} ms "
         f"({out.slowest[1]}: `{out.slowest[2][:160]}`)",
+        f"- deliveries to the keyed flows (every 25 cases with changes): {out.deliveries}; "
+        f"slowest {out.slowest_delivery.describe()}",
         f"- giant cases: {_giant_line(giant)}",
         "",
         "## Outcome per case kind",
@@ -124,12 +147,17 @@ def report(out: Outcomes, giant: Outcomes, args: argparse.Namespace, seconds: fl
     lines += [f"| {r} | {n} |" for r, n in sorted(out.reasons.items(), key=lambda x: -x[1])]
     for title, items in (
         ("Crashes", out.crashes + giant.crashes),
-        ("Hangs", out.hangs + giant.hangs),
         ("Wrong outcomes", out.wrong + giant.wrong),
     ):
         if items:
             lines += ["", f"## {title}", ""]
             lines += [f"- `{str(item)[:400]}`" for item in items[:30]]
+    hangs = out.hangs + giant.hangs
+    if hangs:
+        lines += ["", "## Hangs", ""]
+        lines += [
+            f"- {hang.describe()[:1000]}\n  `{str(hang.detail)[:400]}`" for hang in hangs[:30]
+        ]
     if out.flow_failures:
         lines += ["", "## Keyed-flow failures", ""]
         lines += [f"- {n} x `{what}`" for what, n in out.flow_failures.most_common(20)]
@@ -149,13 +177,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--produce-share", type=float, default=0.3)
     parser.add_argument("--huge", type=int, default=1 << 20, help="largest huge string (bytes)")
-    parser.add_argument("--case-timeout", type=float, default=10.0)
+    parser.add_argument("--case-timeout", type=float, default=10.0, help="seconds")
+    parser.add_argument(
+        "--delivery-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a delivery to the keyed flows may take: the flows' work for 25 cases "
+        "and the timers those bring due (up to FlowConfig.max_timers)",
+    )
+    parser.add_argument("--progress", type=int, default=10_000, help="a line every N cases")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--no-results", action="store_true")
     args = parser.parse_args(argv)
     logging.getLogger("pssync").setLevel(logging.ERROR)  # one warning per dead letter
     started = time.perf_counter()
-    out = run(args.cases, args.seed, args.produce_share, args.huge, args.case_timeout)
+    out = run(
+        args.cases,
+        args.seed,
+        args.produce_share,
+        args.huge,
+        args.case_timeout,
+        args.delivery_timeout,
+        args.progress,
+    )
     giant = giant_cases(args.seed)
     text = report(out, giant, args, time.perf_counter() - started)
     print(text)
