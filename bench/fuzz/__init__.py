@@ -43,6 +43,8 @@ from bench.fuzz.runner import Outcomes, Runner
 
 __all__ = ["Cases", "Outcomes", "Runner", "giant_cases", "main", "run"]
 
+RESULTS = Path(__file__).resolve().parents[1] / "results"  # bench/results, with the others
+
 # -- the full run -----------------------------------------------------------------------------
 
 
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "and the timers those bring due (up to FlowConfig.max_timers)",
     )
     parser.add_argument("--progress", type=int, default=10_000, help="a line every N cases")
-    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder")
     parser.add_argument("--no-results", action="store_true")
     args = parser.parse_args(argv)
     logging.getLogger("pssync").setLevel(logging.ERROR)  # one warning per dead letter
