@@ -150,6 +150,22 @@ def launch_worker(settings: Settings, log_path: Path, timeout_s: float = 90) -> 
 
 
 @pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[WorkerFactory]:
+    """Starts `pssync worker` with exactly the given settings (the same port and data dir
+    on a restart, so the same default instance id) and waits for /ready."""
+    started: list[WorkerHandle] = []
+
+    def start(settings: Settings) -> WorkerHandle:
+        handle = launch_worker(settings, tmp_path / f"worker-{len(started)}.log", 120)
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()
+
+
+@pytest.fixture
 def worker_factory(tmp_path: Path) -> Iterator[WorkerFactory]:
     started: list[WorkerHandle] = []
 

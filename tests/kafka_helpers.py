@@ -80,16 +80,23 @@ def produce_cli(settings: Settings, lines: Iterable[dict[str, Any]], tmp: Path) 
     return proc.stderr
 
 
-def create_topics(settings: Settings) -> None:
-    """`pssync topics create`, as a user would run it before producing."""
+def pssync_cli(settings: Settings, *args: str, timeout_s: float = 60) -> str:
+    """`pssync <args>` with exactly `settings` (fails the test on a non-zero exit);
+    returns its stderr."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pssync", "topics", "create"],
+        [sys.executable, "-m", "pssync", *args],
         env=settings_env(settings),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout_s,
     )
     assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
+def create_topics(settings: Settings) -> None:
+    """`pssync topics create`, as a user would run it before producing."""
+    pssync_cli(settings, "topics", "create")
 
 
 def codec_for(settings: Settings) -> Codec:

@@ -17,13 +17,10 @@ skip, without it).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -31,8 +28,8 @@ from confluent_kafka import Consumer, TopicPartition
 from pssync.avro.contract import CDC_TOPICS, OUTPUT_TOPICS
 from pssync.connectors.kafka import client_config
 from pssync.settings import Settings
-from tests.conftest import SettingsFactory, WorkerHandle, free_port, launch_worker, settings_env
-from tests.kafka_helpers import collect, create_topics, wait_drained
+from tests.conftest import SettingsFactory, WorkerHandle, free_port
+from tests.kafka_helpers import collect, create_topics, pssync_cli, wait_drained
 
 FIRM = ["--seed", "11", "--workers", "80", "--customers", "12", "--count", "9000"]
 KEYED = ("worker-keyed", "project-keyed")
@@ -40,30 +37,9 @@ KEYED = ("worker-keyed", "project-keyed")
 Start = Callable[[Settings], WorkerHandle]
 
 
-@pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Start]:
-    started: list[WorkerHandle] = []
-
-    def start(settings: Settings) -> WorkerHandle:
-        handle = launch_worker(settings, tmp_path / f"worker-{len(started)}.log", 120)
-        started.append(handle)
-        return handle
-
-    yield start
-    for handle in started:
-        handle.stop()
-
-
 def simulate(settings: Settings) -> None:
     """The seeded firm into `settings`' CDC topics, as fast as it goes."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pssync", "simulate", *FIRM, "--rate", "0"],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    pssync_cli(settings, "simulate", *FIRM, "--rate", "0", timeout_s=300)
 
 
 def drained(settings: Settings) -> None:

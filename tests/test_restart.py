@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,6 @@ from tests.conftest import (
     SettingsFactory,
     WorkerHandle,
     free_port,
-    launch_worker,
 )
 from tests.kafka_helpers import cdc_line, collect, create_topics, produce_cli, wait_drained
 from tests.worker_harness import ERP_PROJECT, TIME, erp_project, time_entry
@@ -119,22 +118,6 @@ def test_a_taken_port_stops_the_worker_before_it_joins() -> None:
 
 
 # -- real workers ---------------------------------------------------------------------------
-@pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Start]:
-    """Starts `pssync worker` with exactly the given settings (the same port and data dir
-    on a restart, so the same default instance id) and waits for /ready."""
-    started: list[WorkerHandle] = []
-
-    def start(settings: Settings) -> WorkerHandle:
-        handle = launch_worker(settings, tmp_path / f"worker-{len(started)}.log", 120)
-        started.append(handle)
-        return handle
-
-    yield start
-    for handle in started:
-        handle.stop()
-
-
 def drained(settings: Settings) -> None:
     topics = [settings.topic(t) for t in CDC_TOPICS]
     internal = [settings.internal_topic(t) for t in ("worker-keyed", "project-keyed")]
