@@ -46,7 +46,7 @@ from pssync.avro.codec import Codec
 from pssync.avro.contract import DLQ_TOPIC
 from pssync.connectors.kafka import CORRELATION_HEADER, OutputProducer, stable_partition
 from pssync.settings import Settings
-from pssync.streams.decode import Stats
+from pssync.streams.decode import Inbound, Stats
 from pssync.streams.messages import Message
 from pssync.streams.metrics import Metrics
 from pssync.streams.outputs import Emit
@@ -83,20 +83,28 @@ class Emitter:
         self._group_metadata = group_metadata
         self.producer.init_transactions()
 
+    def next_offsets(self, records: Sequence[Inbound]) -> dict[tuple[str, int], int]:
+        """(physical topic, partition) -> the offset after the batch's last record of it."""
+        out: dict[tuple[str, int], int] = {}
+        for r in records:
+            tp = (self.settings.topic(r.topic), r.partition)
+            out[tp] = max(out.get(tp, 0), r.offset + 1)
+        return out
+
     @asynccontextmanager
-    async def batch(self, offsets: Mapping[tuple[str, int], int]) -> AsyncIterator[None]:
-        """The sends of one batch, which `commit` ends; `offsets`: (physical topic,
-        partition) -> the next offset to read once the batch is done.
+    async def batch(self, records: Sequence[Inbound]) -> AsyncIterator[None]:
+        """The sends of the batch of `records` (none for timers' sends), which `commit`
+        ends.
 
         at_least_once: nothing to do. exactly_once: waits for its turn, then the sends
-        until `commit` are one transaction, with `offsets`; aborted if the block raises
-        (the worker stops; its successor replays the batch)."""
+        until `commit` are one transaction, with the records' next offsets; aborted if
+        the block raises (the worker stops; its successor replays the batch)."""
         if self._turn is None:
             yield
             return
         async with self._turn:
             self.producer.begin_transaction()
-            self._offsets = offsets
+            self._offsets = self.next_offsets(records)
             try:
                 yield
                 if self._offsets is not None:  # a batch that sent nothing to commit
@@ -116,7 +124,7 @@ class Emitter:
             send()
             self.producer.poll()
             return
-        async with self.batch({}):
+        async with self.batch(()):
             send()
             await self.commit([])
 

@@ -64,15 +64,6 @@ async def batches(rt: Runtime, stream: Any) -> AsyncIterator[list[Inbound]]:
             rt.sources.processed((settings.logical(msg.topic), msg.partition), msg.offset + 1)
 
 
-def next_offsets(settings: Settings, records: Sequence[Inbound]) -> dict[tuple[str, int], int]:
-    """(physical topic, partition) -> the offset after the batch's last record of it."""
-    out: dict[tuple[str, int], int] = {}
-    for r in records:
-        tp = (settings.topic(r.topic), r.partition)
-        out[tp] = max(out.get(tp, 0), r.offset + 1)
-    return out
-
-
 def by_partition(records: Sequence[Inbound]) -> dict[int, list[Inbound]]:
     out: dict[int, list[Inbound]] = {}
     for r in records:
@@ -139,7 +130,7 @@ class IngestSpec:
         async def ingest(stream: Any) -> None:
             async for records in batches(rt, stream):
                 started = time.perf_counter()
-                async with rt.emitter.batch(next_offsets(settings, records)):
+                async with rt.emitter.batch(records):
                     await self.ingest_batch(rt, tables, records)
                 rt.metrics.batch_seconds.labels(self.name).observe(time.perf_counter() - started)
 
@@ -297,7 +288,7 @@ def register_keyed(
     async def keyed(stream: Any) -> None:
         async for records in batches(rt, stream):
             started = time.perf_counter()
-            async with rt.emitter.batch(next_offsets(rt.settings, records)):
+            async with rt.emitter.batch(records):
                 await keyed_batch(records)
             rt.metrics.batch_seconds.labels(internal).observe(time.perf_counter() - started)
 
